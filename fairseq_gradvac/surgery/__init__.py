@@ -1,0 +1,12 @@
+"""Gradient combination in pure PyTorch (no fairseq import): GradVac and its baselines."""
+from .combiner import Combiner, StepReport, SumCombiner, available_combiners, build_combiner
+from .gradnorm import GradNorm
+from .gradvac import GradVac, PCGrad, vaccinate, visit_order
+from .groups import GRANULARITIES, ParameterGroups
+from .mgda import MGDA, min_norm_weights
+
+__all__ = [
+    "Combiner", "StepReport", "SumCombiner", "GradVac", "PCGrad", "MGDA", "GradNorm",
+    "ParameterGroups", "GRANULARITIES", "available_combiners", "build_combiner",
+    "vaccinate", "visit_order", "min_norm_weights",
+]

@@ -1,0 +1,121 @@
+"""The combiner interface, its registry, and the plain sum (multilingual baseline).
+
+A combiner turns the K per-task gradients of one step, ``grads`` of shape [K, P], into
+the one gradient the optimizer applies. Its state (EMA targets, task weights) is keyed by
+task NAME, so a task missing from a step keeps its state and tasks may come and go.
+"""
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from .groups import ParameterGroups
+
+_REGISTRY: Dict[str, Callable[..., "Combiner"]] = {}
+
+
+def register_combiner(name: str):
+    def wrap(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"combiner {name!r} registered twice")
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def available_combiners() -> List[str]:
+    return sorted(_REGISTRY)
+
+
+def build_combiner(name: str, **kwargs) -> "Combiner":
+    """Build a combiner by its registered name (``sum``, ``pcgrad``, ``gradvac``, ...)."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown gradient combiner {name!r}; choose one of {', '.join(available_combiners())}"
+        )
+    return _REGISTRY[name](**kwargs)
+
+
+@dataclass
+class StepReport:
+    """What a combiner did in one step, as device tensors (no host sync until read).
+
+    ``similarity[i, j, k]``: cos(g'_ik, g_jk) measured before pair (i, j)'s correction
+    (NaN where the pair was not visited); ``corrected[i, j, k]``: whether it was corrected;
+    ``finite``: False when the input held NaN/Inf and every state was left untouched.
+    """
+
+    tasks: List[str]
+    group_names: List[str]
+    finite: torch.Tensor
+    similarity: Optional[torch.Tensor] = None
+    corrected: Optional[torch.Tensor] = None
+    weights: Optional[torch.Tensor] = None
+
+
+class Combiner:
+    """Base class: validates input and keeps the task-name -> state-row mapping."""
+
+    name = "base"
+
+    def __init__(self):
+        self.task_names: List[str] = []
+        self.last_report: Optional[StepReport] = None
+
+    def combine(
+        self,
+        grads: torch.Tensor,
+        tasks: Sequence[str],
+        groups: ParameterGroups,
+        step: int,
+        losses: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Return the combined gradient, shape [P], dtype of ``grads``."""
+        self._check(grads, tasks, groups)
+        return self._combine(grads, list(tasks), groups, int(step), losses)
+
+    def _combine(self, grads, tasks, groups, step, losses):
+        raise NotImplementedError
+
+    @staticmethod
+    def _check(grads, tasks, groups):
+        if grads.dim() != 2 or grads.shape[0] != len(tasks) or grads.shape[0] == 0:
+            raise ValueError(
+                f"expected gradients of shape [K={len(tasks)}, P], got {tuple(grads.shape)}"
+            )
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"task names must be unique, got {list(tasks)}")
+        if grads.shape[1] != groups.numel:
+            raise ValueError(
+                f"gradients have {grads.shape[1]} entries but the parameter groups cover {groups.numel}"
+            )
+
+    def _rows(self, tasks: Sequence[str]) -> List[int]:
+        """State rows of ``tasks``, registering names never seen before."""
+        for t in tasks:
+            if t not in self.task_names:
+                self.task_names.append(t)
+        return [self.task_names.index(t) for t in tasks]
+
+    def state_dict(self) -> dict:
+        return {"combiner": self.name, "task_names": list(self.task_names)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("combiner") != self.name:
+            raise ValueError(
+                f"state was saved by combiner {state.get('combiner')!r}, not {self.name!r}"
+            )
+        self.task_names = list(state["task_names"])
+
+
+@register_combiner("sum")
+class SumCombiner(Combiner):
+    """Plain multilingual training: the update is the sum of the task gradients."""
+
+    def _combine(self, grads, tasks, groups, step, losses):
+        out = grads.sum(0)
+        # Any NaN/Inf in the input reaches the sum, so this reads P values, not K * P.
+        self.last_report = StepReport(tasks, groups.names, torch.isfinite(out).all())
+        return out

@@ -1,0 +1,78 @@
+"""GradNorm (Chen et al., 2018): learned task weights that balance gradient norms.
+
+The norms are measured on one shared parameter group (default: the model's last group,
+fairseq's last decoder layer). The initial loss L_i(0) of a task is its loss at the first
+STEP it appears in, not at the start of an epoch.
+"""
+from typing import Optional
+
+import torch
+
+from .combiner import Combiner, StepReport, register_combiner
+
+
+@register_combiner("gradnorm")
+class GradNorm(Combiner):
+    """Update sum_i w_i g_i; then move w towards w_i ||g_i|| = mean_norm * r_i^alpha.
+
+    r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0)). The weights of the tasks present in a
+    step are renormalized to sum to the number of those tasks.
+    """
+
+    def __init__(self, alpha: float = 1.5, lr: float = 0.025, group: Optional[str] = None):
+        super().__init__()
+        if alpha < 0 or lr <= 0:
+            raise ValueError(f"GradNorm needs alpha >= 0 and lr > 0, got alpha={alpha}, lr={lr}")
+        self.alpha = alpha
+        self.lr = lr
+        self.group = group
+        self.weights = torch.zeros(0)  # rows = task_names
+        self.initial_loss = torch.zeros(0)
+
+    def _prepare_state(self, device):
+        n = len(self.task_names)
+        old_w, old_l = self.weights.to(device), self.initial_loss.to(device)
+        self.weights = torch.ones(n, device=device)
+        self.initial_loss = torch.full((n,), float("nan"), device=device)
+        self.weights[: old_w.numel()] = old_w
+        self.initial_loss[: old_l.numel()] = old_l
+
+    def _combine(self, grads, tasks, groups, step, losses):
+        if losses is None or losses.shape != (len(tasks),):
+            raise ValueError("gradnorm needs the per-task losses of this step, shape [K]")
+        rows = self._rows(tasks)
+        self._prepare_state(grads.device)
+        idx = torch.tensor(rows, device=grads.device)
+        k = groups.index(self.group or groups.model_order[-1])
+        shared = grads[:, groups.offsets[k] : groups.offsets[k] + groups.sizes[k]]
+        norms = shared.float().norm(dim=1)
+        losses = losses.detach().float().to(grads.device)
+        finite = torch.isfinite(norms).all() & torch.isfinite(losses).all()
+
+        w = self.weights[idx]
+        initial = torch.where(torch.isnan(self.initial_loss[idx]), losses, self.initial_loss[idx])
+        ratio = losses / initial.clamp_min(torch.finfo(torch.float32).tiny)
+        rel = ratio / ratio.mean().clamp_min(torch.finfo(torch.float32).tiny)
+        weighted = w * norms
+        target = weighted.mean() * rel.pow(self.alpha)  # a constant in the GradNorm loss
+        # d/dw_i sum_j |w_j n_j - target_j| = sign(.) n_i, divided by the mean norm so the
+        # step does not depend on the loss scale.
+        step_w = torch.sign(weighted - target) * norms / norms.mean().clamp_min(torch.finfo(torch.float32).tiny)
+        new_w = (w - self.lr * step_w).clamp_min(1e-3)
+        new_w = new_w * len(tasks) / new_w.sum()
+        self.weights[idx] = torch.where(finite, new_w, w)
+        self.initial_loss[idx] = torch.where(finite, initial, self.initial_loss[idx])
+
+        use = torch.where(finite, w, torch.ones_like(w))
+        self.last_report = StepReport(tasks, groups.names, finite, weights=use)
+        return groups.weighted_sum(grads, use.expand(len(groups), -1))
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state.update(weights=self.weights.cpu().clone(), initial_loss=self.initial_loss.cpu().clone())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.weights = state["weights"].clone()
+        self.initial_loss = state["initial_loss"].clone()

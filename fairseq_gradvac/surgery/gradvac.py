@@ -1,0 +1,175 @@
+"""Gradient Vaccine (Wang et al., ICLR 2021, Algorithm 1) and PCGrad, its target-0 case.
+
+Everything is derived from the per-group Gram matrices G_k = [g_ik . g_jk]: the modified
+gradient of task i is kept as coefficients, g'_ik = sum_m C[k, i, m] g_mk, so that
+g'_ik . g_jk = (C_k G_k)[i, j] and ||g'_ik||^2 = (C_k G_k C_k^T)[i, i]. The K x P
+gradients are read twice per step (Gram matrices, then the weighted sum), and the K^2
+control flow runs for all groups and all tasks i at once: each row i of C only depends on
+the original gradients, so the tasks i are independent and only the K-1 visits of the
+other tasks j are sequential.
+"""
+from typing import Iterable, Optional
+
+import torch
+
+from .combiner import Combiner, StepReport, register_combiner
+
+# sqrt(1 - phi_hat^2) divides the correction (line 14); a target at +-1 would need an
+# infinite multiple of g_j, and rounding above 1 gives NaN. Targets are clamped to this.
+MAX_TARGET = 0.999
+
+
+def visit_order(seed: int, step: int, num_tasks: int, num_groups: int) -> torch.Tensor:
+    """Random order of the other tasks j for each (group k, task i), drawn from (seed, step).
+
+    Shape [num_groups, K, K-1]. Every distributed worker draws the same order (pitfall 7).
+    """
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+    keys = torch.rand(num_groups, num_tasks, num_tasks, generator=gen)
+    keys.diagonal(dim1=1, dim2=2).fill_(2.0)  # task i itself sorts last and is dropped
+    return keys.argsort(dim=-1)[..., : num_tasks - 1]
+
+
+def vaccinate(
+    gram: torch.Tensor,
+    target: torch.Tensor,
+    order: torch.Tensor,
+    apply: torch.Tensor,
+    beta: Optional[float],
+):
+    """Lines 9-18 of Algorithm 1 for all groups at once.
+
+    gram [n, K, K] and target [n, K, K] (phi_hat[k, i, j]) in fp32; order [n, K, K-1];
+    apply [K] bool (task i in the set G). beta None keeps the target fixed (fixed_obj, PCGrad).
+    Returns C [n, K, K], the updated target, the similarities and the corrected flags [n, K, K].
+    """
+    n, k, _ = gram.shape
+    tiny = torch.finfo(gram.dtype).tiny
+    coef_matrix = torch.eye(k, dtype=gram.dtype, device=gram.device).repeat(n, 1, 1)  # line 9
+    norm = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()  # ||g_jk||, [n, K]
+    target = target.clone()
+    similarity = torch.full_like(gram, float("nan"))
+    corrected = torch.zeros_like(gram, dtype=torch.bool)
+    zero = gram.new_zeros(())
+    for s in range(k - 1):  # line 11: the s-th task j visited by each (k, i)
+        j = order[:, :, s].unsqueeze(-1)  # [n, K, 1]
+        cg = torch.bmm(coef_matrix, gram)  # cg[k, i, m] = g'_ik . g_mk
+        dot = cg.gather(2, j).squeeze(-1)
+        norm_i = (cg * coef_matrix).sum(-1).clamp_min(0).sqrt()
+        norm_j = norm.gather(1, j.squeeze(-1))
+        # A zero-norm gradient (a task with no tokens) has no direction: skip the pair.
+        visit = apply & (norm_i > 0) & (norm_j > 0)
+        phi = (dot / norm_i.clamp_min(tiny) / norm_j.clamp_min(tiny)).clamp(-1, 1)  # line 12
+        phi_hat = target.gather(2, j).squeeze(-1)
+        fix = visit & (phi < phi_hat)  # line 13
+        t = phi_hat.clamp(-MAX_TARGET, MAX_TARGET)
+        sin_t = (1 - t * t).sqrt()
+        sin_phi = (1 - phi * phi).clamp_min(0).sqrt()
+        coef = norm_i * (t * sin_phi - phi * sin_t) / (norm_j.clamp_min(tiny) * sin_t)  # line 14
+        coef_matrix.scatter_add_(2, j, torch.where(fix, coef, zero).unsqueeze(-1))
+        if beta is not None:  # line 16: every visit, with phi measured before the correction
+            new = torch.where(visit, (1 - beta) * phi_hat + beta * phi, phi_hat)
+            target.scatter_(2, j, new.unsqueeze(-1))
+        similarity.scatter_(2, j, torch.where(visit, phi, zero + float("nan")).unsqueeze(-1))
+        corrected.scatter_(2, j, fix.unsqueeze(-1))
+    return coef_matrix, target, similarity, corrected
+
+
+@register_combiner("gradvac")
+class GradVac(Combiner):
+    """GradVac with EMA targets per (task i, task j, group), or a fixed target (fixed_obj).
+
+    ``apply_to``: the task names GradVac modifies (the set G; None = all); the others
+    keep their gradient but still serve as g_j. ``beta``: EMA decay (paper: 1e-2).
+    """
+
+    def __init__(
+        self,
+        beta: float = 1e-2,
+        fixed_target: Optional[float] = None,
+        apply_to: Optional[Iterable[str]] = None,
+        seed: int = 1,
+    ):
+        super().__init__()
+        if not 0 < beta <= 1:
+            raise ValueError(f"GradVac's beta must be in (0, 1], got {beta}")
+        if fixed_target is not None and not -1 < fixed_target < 1:
+            raise ValueError(f"a fixed GradVac target must lie in (-1, 1), got {fixed_target}")
+        self.beta = beta
+        self.fixed_target = fixed_target
+        self.apply_to = None if apply_to is None else sorted(set(apply_to))
+        self.seed = seed
+        self.phi_hat: Optional[torch.Tensor] = None  # [N, N, num_groups], rows = task_names
+        self.group_names = None
+
+    def _prepare_state(self, groups, device):
+        if self.group_names is not None and self.group_names != groups.names:
+            raise ValueError(
+                f"{self.name} state was built for other parameter groups "
+                f"({len(self.group_names)} groups, not {len(groups)}): a checkpoint from "
+                "another granularity or model?"
+            )
+        self.group_names = list(groups.names)
+        n_tasks, n_groups = len(self.task_names), len(groups)
+        if self.phi_hat is None:
+            self.phi_hat = torch.zeros(0, 0, n_groups)
+        old = self.phi_hat
+        if old.shape[0] < n_tasks or old.device != device:  # new task names: phi_hat^(0) = 0
+            self.phi_hat = torch.zeros(n_tasks, n_tasks, n_groups, device=device)
+            self.phi_hat[: old.shape[0], : old.shape[0]] = old.to(device)
+
+    def _combine(self, grads, tasks, groups, step, losses):
+        k, device = len(tasks), grads.device
+        rows = self._rows(tasks)
+        self._prepare_state(groups, device)
+        gram = groups.gram(grads)
+        finite = torch.isfinite(gram).all()
+        gram = torch.where(finite, gram, torch.zeros_like(gram))  # keep NaN out of the loop
+        idx = torch.tensor(rows, device=device)
+        if self.fixed_target is None:
+            target = self.phi_hat[idx[:, None], idx[None, :]].permute(2, 0, 1)
+        else:
+            target = torch.full_like(gram, self.fixed_target)
+        apply = torch.tensor(
+            [self.apply_to is None or t in self.apply_to for t in tasks], device=device
+        )
+        order = visit_order(self.seed, step, k, len(groups)).to(device, non_blocking=True)
+        beta = None if self.fixed_target is not None else self.beta
+        coef, new_target, similarity, corrected = vaccinate(gram, target, order, apply, beta)
+        # Line 19: sum_i g'_ik = sum_m (sum_i C[k, i, m]) g_mk. Non-finite input: plain sum,
+        # so the trainer sees the NaN/Inf and skips the batch.
+        weights = torch.where(finite, coef.sum(1), torch.ones_like(coef[:, 0]))
+        if beta is not None:  # non-finite input leaves the EMA untouched (pitfall 6)
+            kept = torch.where(finite, new_target, target)
+            self.phi_hat[idx[:, None], idx[None, :]] = kept.permute(1, 2, 0)
+        self.last_report = StepReport(
+            tasks,
+            groups.names,
+            finite,
+            similarity=similarity.permute(1, 2, 0),
+            corrected=corrected.permute(1, 2, 0),
+        )
+        return groups.weighted_sum(grads, weights)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state.update(
+            beta=self.beta,
+            fixed_target=self.fixed_target,
+            group_names=self.group_names,
+            phi_hat=None if self.phi_hat is None else self.phi_hat.detach().cpu().clone(),
+        )
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.group_names = state["group_names"]
+        self.phi_hat = None if state["phi_hat"] is None else state["phi_hat"].clone()
+
+
+@register_combiner("pcgrad")
+class PCGrad(GradVac):
+    """PCGrad (Yu et al. 2020): GradVac with the target fixed at 0, at any granularity."""
+
+    def __init__(self, apply_to: Optional[Iterable[str]] = None, seed: int = 1):
+        super().__init__(fixed_target=0.0, apply_to=apply_to, seed=seed)
