@@ -1,0 +1,71 @@
+"""fairseq checkpoints under torch >= 2.6, and the combiner state's way back on resume.
+
+fairseq 0.12 saves ``task.state_dict()`` in every checkpoint but gives it back only when
+loading for generation, not on ``--restore-file``. Every checkpoint fairseq reads goes
+through ``checkpoint_utils.load_checkpoint_to_cpu``; wrapped here, it (1) unpickles the
+checkpoint's own configuration objects that torch's ``weights_only`` default rejects,
+without turning the safety check off for anything else, and (2) hands the training task
+its combiner state from the checkpoint the trainer resumes from.
+"""
+import argparse
+import functools
+import logging
+
+import torch
+from fairseq import checkpoint_utils
+
+logger = logging.getLogger(__name__)
+
+_training_task = None
+
+
+def expect_restore(task) -> None:
+    """Give ``task`` the combiner state of the checkpoint the trainer loads next."""
+    global _training_task
+    _training_task = task
+
+
+def _hand_back(path, state) -> None:
+    task = _training_task
+    if task is None or task.combiner is None:
+        return
+    saved = (state.get("task_state") or {}).get("combiner")
+    args = task.args
+    if getattr(args, "finetune_from_model", None) and str(path) == str(args.finetune_from_model):
+        logger.info(f"fine-tuning from {path}: the combiner starts afresh")
+    elif saved is None:
+        logger.warning(f"{path} holds no combiner state: {task.combiner.name} starts afresh")
+    elif getattr(args, "reset_optimizer", False):
+        logger.info(f"--reset-optimizer: {task.combiner.name} state in {path} is not restored")
+    else:
+        task.restore_combiner(saved)
+
+
+def _checkpoint_globals():
+    """Types a fairseq checkpoint pickles besides tensors: its argparse/omegaconf config."""
+    import typing
+    from collections import defaultdict
+
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode
+
+    return [argparse.Namespace, DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode,
+            typing.Any, dict, list, int, defaultdict]
+
+
+def _wrap(load):
+    @functools.wraps(load)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        with torch.serialization.safe_globals(_checkpoint_globals()):
+            state = load(path, *args, **kwargs)
+        _hand_back(path, state)
+        return state
+
+    load_checkpoint_to_cpu.wrapped_by_gradvac = True
+    return load_checkpoint_to_cpu
+
+
+def install() -> None:
+    if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "wrapped_by_gradvac", False):
+        checkpoint_utils.load_checkpoint_to_cpu = _wrap(checkpoint_utils.load_checkpoint_to_cpu)

@@ -1,0 +1,60 @@
+"""Training minibatches split by translation direction.
+
+fairseq's multilingual datasets collate rows of all directions into one batch and forget
+which row came from which direction; the per-direction gradients need them apart. The
+sampled dataset's items already carry their sub-dataset index, so collating each
+direction with its own sub-dataset's collater gives exactly the rows, padding side and
+language tokens of the stock batch, one batch per direction.
+"""
+from collections import OrderedDict
+
+from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
+from fairseq.data.multilingual.sampled_multi_epoch_dataset import SampledMultiEpochDataset
+
+
+def direction_of(key) -> str:
+    """'main:en-fr' (the data manager's dataset key) -> 'en-fr'."""
+    return str(key).split(":", 1)[-1]
+
+
+def _collate_by_direction(self, samples, **extra_args):
+    """OrderedDict direction -> that direction's batch, in sub-dataset order."""
+    if len(samples) == 0:
+        return None
+    rows = [[] for _ in self.datasets]
+    for ds_idx, sample in samples:
+        rows[ds_idx].append(sample)
+    return OrderedDict(
+        (direction_of(self.keys[i]), dataset.collater(rows[i]))
+        for i, dataset in enumerate(self.datasets)
+        if rows[i]
+    )
+
+
+# Single inheritance: CPython only lets __class__ change between identical layouts.
+class DirectionBatchedSampledMultiDataset(SampledMultiDataset):
+    collater = _collate_by_direction
+
+
+class DirectionBatchedSampledMultiEpochDataset(SampledMultiEpochDataset):
+    collater = _collate_by_direction
+
+
+_SPLIT_CLASS = {
+    SampledMultiDataset: DirectionBatchedSampledMultiDataset,
+    SampledMultiEpochDataset: DirectionBatchedSampledMultiEpochDataset,
+}
+
+
+def batch_by_direction(dataset):
+    """Make ``dataset`` (as built by fairseq's data manager) collate one batch per direction.
+
+    Only the collater changes; sampling, ordering and batching stay fairseq's own.
+    """
+    cls = _SPLIT_CLASS.get(type(dataset))
+    if cls is None:
+        if type(dataset) in _SPLIT_CLASS.values():
+            return dataset
+        raise TypeError(f"cannot split batches of a {type(dataset).__name__} by direction")
+    dataset.__class__ = cls
+    return dataset
