@@ -119,6 +119,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                     raise ValueError(f"training direction {key} has no examples in {split}")
             batch_by_direction(dataset)
 
+    def build_model(self, args, from_checkpoint=False):
+        model = super().build_model(args, from_checkpoint)
+        self._model = model  # restore_combiner checks a checkpoint's groups against it
+        return model
+
     # ---------------------------------------------------------------- training
     def _direction_gradients(self, model):
         if self._grads is None or self._grads.groups.params[0] is not next(model.parameters()):
@@ -221,6 +226,19 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 f"this run uses {self.combiner.name}; pass --reset-optimizer to start the "
                 "combiner afresh"
             )
+        saved_groups = state.get("group_names")
+        model = getattr(self, "_model", None)
+        if saved_groups is not None and model is not None:
+            groups = ParameterGroups.from_named_parameters(
+                model.named_parameters(), self.args.combine_granularity
+            )
+            if saved_groups != groups.names:
+                raise ValueError(
+                    f"the checkpoint's {state['combiner']} state covers {len(saved_groups)} "
+                    f"parameter groups, this run's --combine-granularity "
+                    f"{self.args.combine_granularity} gives {len(groups)} (or the model "
+                    "differs); pass --reset-optimizer to start the combiner afresh"
+                )
         self.combiner.load_state_dict(state)
         logger.info(f"restored {self.combiner.name} state for {len(self.combiner.task_names)} directions")
 

@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-gradvac",
+    version="0.1.0",
+    description="Gradient Vaccine (Wang et al., ICLR 2021) and its baselines as a fairseq plugin "
+    "for multilingual translation",
+    packages=find_packages(include=["fairseq_gradvac", "fairseq_gradvac.*"]),
+    python_requires=">=3.9",
+    # fairseq-fixed must be built against the installed torch (scripts/setup.sh shows how);
+    # a plain `pip install` of it builds against a freshly downloaded torch.
+    install_requires=[
+        "torch>=2.0",
+        "numpy",
+        "fairseq-fixed==0.12.3.1",
+        "hydra-core==1.3.2",
+        "omegaconf==2.3.0",
+        "sacrebleu>=2.3",
+        "sentencepiece",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "torchjd"]},
+)
