@@ -58,7 +58,7 @@ from html.parser import HTMLParser
 from multiprocessing import Pool
 from pathlib import Path
 
-SCRIPT_VERSION = 1
+SCRIPT_VERSION = 2  # bump when the output for the same options changes
 ALL_LANGS = ("fr", "cs", "tr", "hi")  # canonical order; English is the pivot
 SPLITS = ("train", "valid", "test")
 HELP_LANG_DIR = {"en": "en-US"}  # package/directory name when it differs from the code
@@ -460,29 +460,51 @@ def read_lines(path):
         return [line.rstrip("\n") for line in f]
 
 
+def iter_chunks(path, size=100000):
+    """Lines of a text file in lists of `size` (WMT-sized files do not fit in memory)."""
+    chunk = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            chunk.append(line.rstrip("\n"))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
 def train_spm(out_dir, raw_dir, pairs, vocab_size, max_lines_per_lang, character_coverage,
               seed, workers):
-    """One joint unigram model on the (deduplicated) training text of every language,
-    at most max_lines_per_lang lines per language (seeded sample) so that the big
-    languages do not crowd out the small ones."""
+    """One joint unigram model on the training text of every language: per language a
+    seeded reservoir sample of at most max_lines_per_lang lines over all its training
+    files (English appears in every pair), deduplicated, so that the big languages do
+    not crowd out the small ones. Streams, so it works for WMT-sized files."""
     import sentencepiece as spm
 
-    per_lang = collections.defaultdict(dict)  # dict as ordered set
+    files = collections.defaultdict(list)
     for (a, b), splits in pairs.items():
-        if "train" not in splits:
-            continue
-        for l in (a, b):
-            for line in read_lines(raw_dir / ("train.%s-%s.%s" % (a, b, l))):
-                per_lang[l][line] = None
-    if not per_lang:
+        if "train" in splits:
+            for l in (a, b):
+                files[l].append(raw_dir / ("train.%s-%s.%s" % (a, b, l)))
+    if not files:
         raise SystemExit("no training text under %s" % raw_dir)
     spm_input = out_dir / "spm.train.txt"
     n_lines = {}
     with open(spm_input, "w", encoding="utf-8") as f:
-        for l in sorted(per_lang):
-            lines = list(per_lang[l])
-            if max_lines_per_lang and len(lines) > max_lines_per_lang:
-                lines = random.Random("%s-spm-%s" % (seed, l)).sample(lines, max_lines_per_lang)
+        for l in sorted(files):
+            rng = random.Random("%s-spm-%s" % (seed, l))
+            sample, seen = [], 0
+            for path in files[l]:
+                with open(path, encoding="utf-8") as g:
+                    for line in g:
+                        seen += 1
+                        if not max_lines_per_lang or len(sample) < max_lines_per_lang:
+                            sample.append(line)
+                        else:
+                            j = rng.randrange(seen)
+                            if j < max_lines_per_lang:
+                                sample[j] = line
+            lines = list(dict.fromkeys(x.rstrip("\n") for x in sample))
             n_lines[l] = len(lines)
             for line in lines:
                 f.write(line + "\n")
@@ -586,6 +608,7 @@ def encode(out_dir, langs, vocab_size=8000, workers=2, seed=1, spm_max_lines_per
     sp = spm.SentencePieceProcessor(model_file=str(out_dir / "spm.model"))
     log.info("sentencepiece trained in %.1fs (%d pieces)", time.time() - t0, sp.get_piece_size())
 
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     sizes = {s: {} for s in SPLITS}
     tokens = {s: {} for s in SPLITS}
     unk = collections.Counter()
@@ -593,13 +616,17 @@ def encode(out_dir, langs, vocab_size=8000, workers=2, seed=1, spm_max_lines_per
         for s in splits:
             name = "%s-%s" % (a, b)
             for l in (a, b):
-                lines = read_lines(raw_dir / ("%s.%s.%s" % (s, name, l)))
-                enc = sp.encode(lines, out_type=int)
-                unk[l] += sum(x.count(sp.unk_id()) for x in enc)
-                write_lines(tok_dir / ("%s.%s.%s" % (s, name, l)),
-                            [" ".join(sp.id_to_piece(i) for i in x) for x in enc])
-                tokens[s].setdefault(name, {})[l] = sum(len(x) for x in enc)
-                sizes[s][name] = len(lines)
+                n_lines = n_tokens = 0
+                with open(tok_dir / ("%s.%s.%s" % (s, name, l)), "w", encoding="utf-8") as f:
+                    for lines in iter_chunks(raw_dir / ("%s.%s.%s" % (s, name, l))):
+                        enc = sp.encode(lines, out_type=int, num_threads=max(1, workers))
+                        unk[l] += sum(x.count(sp.unk_id()) for x in enc)
+                        n_lines += len(enc)
+                        n_tokens += sum(len(x) for x in enc)
+                        for x in enc:
+                            f.write(" ".join(pieces[i] for i in x) + "\n")
+                tokens[s].setdefault(name, {})[l] = n_tokens
+                sizes[s][name] = n_lines
     dict_path = out_dir / "dict.txt"
     n_dict = build_dictionary(sp, tok_dir, pairs, dict_path)
     t1 = time.time()

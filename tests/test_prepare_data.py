@@ -359,3 +359,53 @@ def test_shrink_options_and_encode_subcommand(prepared):
     assert (enc / "bin" / "test.fr-hi.hi.bin").exists()
     assert "up to date" in run(["encode", "--out", str(enc), "--langs", "fr,hi",
                                 "--vocab-size", "120", "--workers", "1"])
+
+
+FAKE_SACREBLEU = """#!/usr/bin/env python3
+# stands in for `sacrebleu -t SET -l PAIR --echo src|ref` (no internet in tests)
+import sys
+a = sys.argv
+s, pair, side = a[a.index("-t") + 1], a[a.index("-l") + 1], a[a.index("--echo") + 1]
+lang = pair.split("-")[0 if side == "src" else 1]
+for i in range(6):
+    w = "sentence %d of %s in %s" % (i, s.replace("wmt", "news"), lang)
+    print(w if lang == "en" else " ".join(x + lang for x in w.split()))
+"""
+
+
+def test_prepare_wmt_script(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sacrebleu").write_text(FAKE_SACREBLEU)
+    (bindir / "sacrebleu").chmod(0o755)
+    train = tmp_path / "train"
+    train.mkdir()
+    for l in ("fr", "cs", "hi"):  # no tr: that pair is skipped
+        en = ["the %s training sentence number %d" % (l, i) for i in range(40)]
+        en[3] = ""  # empty side: dropped
+        (train / ("train.en-%s.en" % l)).write_text("\n".join(en) + "\n")
+        (train / ("train.en-%s.%s" % (l, l))).write_text(
+            "\n".join(" ".join(w + l for w in e.split()) for e in en) + "\n")
+    out = tmp_path / "wmt"
+    env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]), VOCAB="100",
+               HI_DEV="5", WORKERS="1", PYTHON=sys.executable)
+    r = subprocess.run(["bash", str(REPO / "scripts" / "prepare_wmt.sh"), str(train), str(out)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "skip en-tr" in r.stderr
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert sizes["langs"] == ["en", "fr", "cs", "hi"]
+    assert read(out / "langs.txt") == ["en", "fr", "cs", "hi"]
+    assert sizes["rows"]["train"] == {"en-fr": 39, "en-cs": 39, "en-hi": 34}
+    assert sizes["rows"]["test"] == {"en-fr": 6, "en-cs": 6, "en-hi": 6, "fr-cs": 6}
+    assert sizes["rows"]["valid"] == {"en-fr": 6, "en-cs": 6, "en-hi": 5, "fr-cs": 6}
+    assert read(out / "raw" / "test.en-fr.en")[0] == "sentence 0 of news14 in en"
+    assert read(out / "raw" / "test.fr-cs.cs")[0] == "sentencecs 0cs ofcs news13cs incs cscs"
+    assert read(out / "raw" / "valid.en-hi.en")[-1] == "the hi training sentence number 39"
+    assert "the hi training sentence number 39" not in read(out / "raw" / "train.en-hi.en")
+    for f in ("train.en-hi.hi", "valid.fr-cs.fr", "test.fr-cs.cs"):
+        assert (out / "bin" / (f + ".bin")).exists()
+    # second run: raw files unchanged -> encode is a no-op
+    r = subprocess.run(["bash", str(REPO / "scripts" / "prepare_wmt.sh"), str(train), str(out)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stdout + r.stderr
