@@ -47,7 +47,7 @@ def vaccinate(
     tiny = torch.finfo(gram.dtype).tiny
     coef_matrix = torch.eye(k, dtype=gram.dtype, device=gram.device).repeat(n, 1, 1)  # line 9
     norm = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()  # ||g_jk||, [n, K]
-    target = target.clone()
+    target = target.to(gram.dtype, copy=True)
     similarity = torch.full_like(gram, float("nan"))
     corrected = torch.zeros_like(gram, dtype=torch.bool)
     zero = gram.new_zeros(())
@@ -61,8 +61,11 @@ def vaccinate(
         visit = apply & (norm_i > 0) & (norm_j > 0)
         phi = (dot / norm_i.clamp_min(tiny) / norm_j.clamp_min(tiny)).clamp(-1, 1)  # line 12
         phi_hat = target.gather(2, j).squeeze(-1)
-        fix = visit & (phi < phi_hat)  # line 13
         t = phi_hat.clamp(-MAX_TARGET, MAX_TARGET)
+        # Line 13 against the target the correction can reach: with phi_hat above
+        # MAX_TARGET and phi in [MAX_TARGET, phi_hat), line 14 with the clamped target
+        # would move g'_i AWAY from g_j (down to MAX_TARGET).
+        fix = visit & (phi < t)  # line 13
         sin_t = (1 - t * t).sqrt()
         sin_phi = (1 - phi * phi).clamp_min(0).sqrt()
         coef = norm_i * (t * sin_phi - phi * sin_t) / (norm_j.clamp_min(tiny) * sin_t)  # line 14
@@ -101,15 +104,19 @@ class GradVac(Combiner):
         self.seed = seed
         self.phi_hat: Optional[torch.Tensor] = None  # [N, N, num_groups], rows = task_names
         self.group_names = None
+        self.group_sizes = None
 
     def _prepare_state(self, groups, device):
-        if self.group_names is not None and self.group_names != groups.names:
+        if (self.group_names is not None and self.group_names != groups.names) or (
+            self.group_sizes is not None and self.group_sizes != groups.sizes
+        ):
             raise ValueError(
                 f"{self.name} state was built for other parameter groups "
                 f"({len(self.group_names)} groups, not {len(groups)}): a checkpoint from "
                 "another granularity or model?"
             )
         self.group_names = list(groups.names)
+        self.group_sizes = list(groups.sizes)
         n_tasks, n_groups = len(self.task_names), len(groups)
         if self.phi_hat is None:
             self.phi_hat = torch.zeros(0, 0, n_groups)
@@ -127,7 +134,7 @@ class GradVac(Combiner):
         gram = torch.where(finite, gram, torch.zeros_like(gram))  # keep NaN out of the loop
         idx = torch.tensor(rows, device=device)
         if self.fixed_target is None:
-            target = self.phi_hat[idx[:, None], idx[None, :]].permute(2, 0, 1)
+            target = self.phi_hat[idx[:, None], idx[None, :]].permute(2, 0, 1).to(gram.dtype)
         else:
             target = torch.full_like(gram, self.fixed_target)
         apply = torch.tensor(
@@ -141,7 +148,7 @@ class GradVac(Combiner):
         weights = torch.where(finite, coef.sum(1), torch.ones_like(coef[:, 0]))
         if beta is not None:  # non-finite input leaves the EMA untouched (pitfall 6)
             kept = torch.where(finite, new_target, target)
-            self.phi_hat[idx[:, None], idx[None, :]] = kept.permute(1, 2, 0)
+            self.phi_hat[idx[:, None], idx[None, :]] = kept.permute(1, 2, 0).to(self.phi_hat.dtype)
         self.last_report = StepReport(
             tasks,
             groups.names,
@@ -157,14 +164,44 @@ class GradVac(Combiner):
             beta=self.beta,
             fixed_target=self.fixed_target,
             group_names=self.group_names,
+            group_sizes=self.group_sizes,
             phi_hat=None if self.phi_hat is None else self.phi_hat.detach().cpu().clone(),
         )
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        # Validate everything before changing anything: a failed load leaves the combiner as it was.
+        if state.get("combiner") != self.name:
+            raise ValueError(
+                f"state was saved by combiner {state.get('combiner')!r}, not {self.name!r}"
+            )
+        group_names, group_sizes = state["group_names"], state.get("group_sizes")
+        if self.group_names is not None and (
+            group_names != self.group_names
+            or (group_sizes is not None and group_sizes != self.group_sizes)
+        ):
+            raise ValueError(
+                f"{self.name} state was saved for other parameter groups "
+                f"({len(group_names or [])} groups, not {len(self.group_names)}): a checkpoint "
+                "from another granularity or model?"
+            )
+        phi_hat = state["phi_hat"]
+        if phi_hat is not None:
+            n_tasks, n_groups = len(state["task_names"]), len(group_names or [])
+            if (
+                phi_hat.dim() != 3
+                or phi_hat.shape[0] != phi_hat.shape[1]
+                or phi_hat.shape[0] > n_tasks
+                or phi_hat.shape[2] != n_groups
+            ):
+                raise ValueError(
+                    f"inconsistent {self.name} state: phi_hat of shape {tuple(phi_hat.shape)} "
+                    f"for {n_tasks} tasks and {n_groups} groups"
+                )
         super().load_state_dict(state)
-        self.group_names = state["group_names"]
-        self.phi_hat = None if state["phi_hat"] is None else state["phi_hat"].clone()
+        self.group_names = None if group_names is None else list(group_names)
+        self.group_sizes = None if group_sizes is None else list(group_sizes)
+        self.phi_hat = None if phi_hat is None else phi_hat.clone()
 
 
 @register_combiner("pcgrad")

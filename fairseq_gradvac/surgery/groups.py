@@ -37,6 +37,11 @@ def group_key(name: str, granularity: str) -> str:
     )
 
 
+def math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the combiners compute in: fp32, or fp64 for fp64 gradients."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 @dataclass(frozen=True)
 class _Run:
     """Consecutive groups of equal size: flat[start : start + count * size]."""
@@ -128,7 +133,11 @@ class ParameterGroups:
         ]
 
     def _segments(self, grads: torch.Tensor):
-        """Yield (run, [count, K, size] fp32 view/copy of that run of groups)."""
+        """Yield (run, [count, K, size] view/copy of that run of groups in the math dtype).
+
+        fp16/bf16 gradients are upcast to fp32; fp64 gradients keep fp64 (casting them to
+        fp32 would throw away precision that fp64 callers, e.g. the exact tests, ask for).
+        """
         if grads.dim() != 2 or grads.shape[1] != self.numel:
             raise ValueError(
                 f"expected gradients of shape [K, {self.numel}], got {tuple(grads.shape)}"
@@ -136,10 +145,10 @@ class ParameterGroups:
         k = grads.shape[0]
         for run in self._runs:
             seg = grads[:, run.start : run.start + run.count * run.size]
-            yield run, seg.reshape(k, run.count, run.size).transpose(0, 1).float()
+            yield run, seg.reshape(k, run.count, run.size).transpose(0, 1).to(math_dtype(grads.dtype))
 
     def gram(self, grads: torch.Tensor) -> torch.Tensor:
-        """Per-group Gram matrices, fp32, shape [num_groups, K, K]: G_k[i, j] = g_ik . g_jk."""
+        """Per-group Gram matrices (fp32; fp64 for fp64 gradients), shape [num_groups, K, K]: G_k[i, j] = g_ik . g_jk."""
         return torch.cat([torch.bmm(seg, seg.transpose(1, 2)) for _, seg in self._segments(grads)])
 
     def weighted_sum(self, grads: torch.Tensor, weights: torch.Tensor, out: torch.Tensor = None) -> torch.Tensor:
