@@ -1,0 +1,132 @@
+"""In-process checks of the task's data split and per-direction gradients (real fairseq objects)."""
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
+
+import fairseq_gradvac  # noqa: F401  (registers the task)
+import tiny_corpus
+from fairseq_runs import TINY_MODEL, task_args
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus.build(str(tmp_path_factory.mktemp("tiny")))
+
+
+def _setup(corpus, *extra, encoder_langtok="tgt"):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser,
+        task_args(corpus, encoder_langtok=encoder_langtok) + TINY_MODEL
+        + ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+           "--dropout", "0", "--optimizer", "adam", "--lr", "1e-3", "--seed", "1", *extra],
+    )
+    task = tasks.setup_task(args)
+    torch.manual_seed(1)
+    model = task.build_model(args)  # also sets the arch's max positions, as fairseq-train does
+    task.load_dataset("train")
+    criterion = task.build_criterion(args)
+    return args, task, model, criterion
+
+
+def _samples(task, n=48):
+    dataset = task.datasets["train"]
+    step = max(1, len(dataset) // n)
+    return dataset, [dataset[i] for i in range(0, len(dataset), step)][:n]
+
+
+class _Backward:
+    """The one optimizer method train_step uses (fairseq's FairseqOptimizer.backward)."""
+
+    def backward(self, loss):
+        loss.backward()
+
+
+def _flat_grad(model):
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("encoder_langtok", ["src", "tgt"])
+def test_batches_split_exactly_by_direction(corpus, encoder_langtok):
+    _, task, _, _ = _setup(corpus, encoder_langtok=encoder_langtok)
+    dataset, samples = _samples(task)
+    by_direction = dataset.collater(samples)
+    mixed = SampledMultiDataset.collater(dataset, samples)  # fairseq's own mixed batch
+    assert list(by_direction) == [d for d in corpus["directions"] if d in by_direction]
+    assert len(by_direction) == len(corpus["directions"])
+    pad = task.source_dictionary.pad()
+    rows = []  # (source, target) without padding; ids are per-direction, so not keys
+    for direction, batch in by_direction.items():
+        src = batch["net_input"]["src_tokens"]
+        assert (src[:, 0] == pad).any() or (src != pad).all()  # sources stay left-padded
+        langtok = task.data_manager.get_encoder_langtok(*direction.split("-"), encoder_langtok)
+        for i in range(len(src)):
+            tokens = src[i][src[i] != pad]
+            assert tokens[0].item() == langtok  # the direction's own language token
+            rows.append((tokens.tolist(), batch["target"][i][batch["target"][i] != pad].tolist()))
+    assert sum(b["nsentences"] for b in by_direction.values()) == mixed["nsentences"]
+    assert sum(b["ntokens"] for b in by_direction.values()) == mixed["ntokens"]
+    msrc, mtgt = mixed["net_input"]["src_tokens"], mixed["target"]
+    mixed_rows = [
+        (msrc[i][msrc[i] != pad].tolist(), mtgt[i][mtgt[i] != pad].tolist()) for i in range(len(msrc))
+    ]
+    assert sorted(rows) == sorted(mixed_rows)
+
+
+def test_direction_gradients_sum_to_the_mixed_batch_gradient(corpus):
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "sum")
+    dataset, samples = _samples(task)
+    mixed = SampledMultiDataset.collater(dataset, samples)
+    loss, size, _ = criterion(model, mixed)
+    loss.backward()
+    joint = _flat_grad(model)
+    model.zero_grad(set_to_none=True)
+
+    by_direction = dataset.collater(samples)
+    total, size_sum, log = task.train_step(by_direction, model, criterion, _Backward(), 0)
+    rows = task._grads.buffer[: len(task._grads.directions)]
+    assert task._grads.directions == list(by_direction)
+    assert size_sum == size
+    assert torch.allclose(total, loss.detach(), rtol=1e-5)
+    assert log["ntokens"] == mixed["ntokens"]
+    # Each row holds one direction's gradient, in ParameterGroups' flat order.
+    per_direction = rows.sum(0)
+    model.all_reduce_grads()  # what the trainer calls after the last micro-batch
+    combined = _flat_grad(model)
+    assert torch.allclose(combined, joint, atol=1e-6, rtol=1e-4)
+    views = task._grads.groups.param_views(per_direction)
+    assert torch.allclose(torch.cat([v.reshape(-1) for v in views]),
+                          torch.cat([p.grad.reshape(-1) for p in task._grads.groups.params]))
+
+
+def test_update_freq_accumulates_per_direction(corpus):
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "sum")
+    dataset, samples = _samples(task)
+    half = len(samples) // 2
+    first, second = dataset.collater(samples[:half]), dataset.collater(samples[half:])
+    task.train_step(first, model, criterion, _Backward(), 0)
+    task.train_step(second, model, criterion, _Backward(), 0)  # same update: accumulates
+    model.all_reduce_grads()
+    accumulated = _flat_grad(model)
+
+    model.zero_grad(set_to_none=True)
+    task.train_step(dataset.collater(samples), model, criterion, _Backward(), 1)
+    model.all_reduce_grads()
+    assert torch.allclose(accumulated, _flat_grad(model), atol=1e-6, rtol=1e-4)
+
+
+def test_gradvac_changes_the_update_and_reports(corpus):
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "gradvac")
+    dataset, samples = _samples(task)
+    task.train_step(dataset.collater(samples), model, criterion, _Backward(), 0)
+    plain = task._grads.buffer[: len(task._grads.directions)].sum(0).clone()
+    model.all_reduce_grads()
+    combined = torch.cat([p.grad.reshape(-1) for p in task._grads.groups.params])
+    report = task._report
+    assert report.finite.item() and report.tasks == list(dataset.collater(samples))
+    # phi_hat starts at 0: every conflicting pair (cos < 0) is corrected, no other.
+    visited = ~torch.isnan(report.similarity)
+    assert torch.equal(report.corrected, visited & (report.similarity < 0))
+    assert report.corrected.any()
+    assert not torch.allclose(combined, plain)
