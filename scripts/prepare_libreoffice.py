@@ -58,7 +58,7 @@ from html.parser import HTMLParser
 from multiprocessing import Pool
 from pathlib import Path
 
-SCRIPT_VERSION = 2  # bump when the output for the same options changes
+SCRIPT_VERSION = 3  # bump when the output for the same options changes
 ALL_LANGS = ("fr", "cs", "tr", "hi")  # canonical order; English is the pivot
 SPLITS = ("train", "valid", "test")
 HELP_LANG_DIR = {"en": "en-US"}  # package/directory name when it differs from the code
@@ -263,9 +263,9 @@ def _nwords(s):
     return sum(1 for w in s.split() if any(c.isalpha() for c in w))
 
 
-def build_rows(texts, langs, min_words, max_words, stats, source):
-    """Multi-way rows {lang: text} aligned by key; drops short/long/untranslated texts;
-    rows deduplicated (identical in every language)."""
+def build_rows(texts, langs, min_words, stats, source):
+    """Multi-way rows {lang: text} aligned by key; drops short rows and untranslated
+    texts; rows deduplicated (identical in every language)."""
     rows, seen = [], set()
     st = stats.setdefault(source, collections.Counter())
     for key, en in texts["en"].items():
@@ -276,9 +276,6 @@ def build_rows(texts, langs, min_words, max_words, stats, source):
         if n < min_words:
             st["dropped: english < %d words" % min_words] += 1
             continue
-        if max_words and n > max_words:
-            st["dropped: english > %d words" % max_words] += 1
-            continue
         row = {"en": en}
         for l in langs:
             t = texts[l].get(key)
@@ -287,9 +284,6 @@ def build_rows(texts, langs, min_words, max_words, stats, source):
                 continue
             if t.casefold() == en.casefold():
                 st["%s: untranslated (= english)" % l] += 1
-                continue
-            if max_words and _nwords(t) > max_words:
-                st["%s: > %d words" % (l, max_words)] += 1
                 continue
             row[l] = t
         if len(row) == 1:
@@ -337,9 +331,10 @@ def select_heldout(rows, langs, n_valid, n_test, seed):
     return valid, test, used, len(pool)
 
 
-def training_pairs(rows, langs, heldout, max_per_pair, seed, stats):
+def training_pairs(rows, langs, heldout, max_words, max_per_pair, seed, stats):
     """{lang: [(en, x)]}: rows sharing ANY text with a held-out row (in that language)
-    are removed whole; pairs deduplicated; optionally capped (seeded sample)."""
+    are removed whole; pairs with a side over max_words words dropped; pairs
+    deduplicated; optionally capped (seeded sample)."""
     kept = []
     removed = 0
     for r in rows:
@@ -347,12 +342,16 @@ def training_pairs(rows, langs, heldout, max_per_pair, seed, stats):
             removed += 1
             continue
         kept.append(r)
-    stats["training rows removed (share a text with valid/test)"] = removed
+    stats["rows removed (share a text with valid/test)"] = removed
     pairs = {}
     for l in langs:
         seen, out = set(), []
         for r in kept:
             if l in r:
+                if max_words and max(_nwords(r["en"]), _nwords(r[l])) > max_words:
+                    stats["en-%s: pairs > %d words" % (l, max_words)] = \
+                        stats.get("en-%s: pairs > %d words" % (l, max_words), 0) + 1
+                    continue
                 p = (r["en"], r[l])
                 if p not in seen:
                     seen.add(p)
@@ -727,7 +726,9 @@ def main_libreoffice(argv):
     ap.add_argument("--test-size", type=int, default=1000)
     ap.add_argument("--min-words", type=int, default=3, help="drop rows whose English is shorter")
     ap.add_argument("--max-words", type=int, default=0,
-                    help="drop texts longer than this many words (0: no limit)")
+                    help="drop TRAINING pairs with a side longer than this many words (0: no "
+                         "limit); valid/test do not depend on it, nor on --max-train-per-pair, "
+                         "--vocab-size or --l10n")
     ap.add_argument("--max-train-per-pair", type=int, default=0,
                     help="cap the training rows of each en-xx pair (seeded sample; 0: all)")
     add_encode_args(ap)
@@ -770,17 +771,17 @@ def main_libreoffice(argv):
         root, packages = fetch_packages(args.cache_dir, langs, l10n)
     help_texts = read_help(root / HELP_SUBDIR, langs, args.workers)
     stats = {}
-    rows = build_rows(help_texts, langs, args.min_words, args.max_words, stats, "help")
+    rows = build_rows(help_texts, langs, args.min_words, stats, "help")
     valid, test, heldout, n_pool = select_heldout(rows, langs, args.valid_size, args.test_size,
                                                   args.seed)
     stats["help"]["rows in all languages (held-out pool)"] = n_pool
     train_rows = list(rows)
     if l10n:
         ui_rows = build_rows(read_l10n(root / L10N_SUBDIR, l10n), l10n, args.min_words,
-                             args.max_words, stats, "l10n")
+                             stats, "l10n")
         train_rows += ui_rows
-    train = training_pairs(train_rows, langs, heldout, args.max_train_per_pair, args.seed,
-                           stats.setdefault("train", {}))
+    train = training_pairs(train_rows, langs, heldout, args.max_words, args.max_train_per_pair,
+                           args.seed, stats.setdefault("train", {}))
     write_raw(out_dir / "raw", langs, train, valid, test)
     log.info("raw text written after %.1fs", time.time() - t0)
 

@@ -345,8 +345,19 @@ def test_shrink_options_and_encode_subcommand(prepared):
     assert read(out / "langs.txt") == ["en", "fr", "hi"]
     assert sizes["rows"]["train"] == {"en-fr": 7, "en-hi": 7}
     assert sizes["rows"]["test"] == {"en-fr": 4, "en-hi": 4, "fr-hi": 4}
-    for f in (out / "raw").iterdir():
+    for f in (out / "raw").glob("train.*"):
         assert all(len(x.split()) <= 10 for x in read(f))
+    # held-out rows do not depend on --max-words / --max-train-per-pair / --vocab-size
+    same = base / "same"
+    run(["--packages-dir", str(base / "pkgs"), "--out", str(same), "--vocab-size", "110",
+         "--valid-size", "3", "--test-size", "4", "--langs", "hi,fr", "--l10n", "none",
+         "--workers", "1"])
+    heldout_files = list((out / "raw").glob("[vt][ae]*"))  # valid.*, test.*
+    assert len(heldout_files) == 2 * 3 * 2
+    for f in heldout_files:
+        assert read(f) == read(same / "raw" / f.name)
+    assert any(len(x.split()) > 10 for f in heldout_files for x in read(f))
+    assert any(len(x.split()) > 10 for x in read(same / "raw" / "train.en-fr.fr"))
     assert not any(UI_EN in x for x in read(out / "raw" / "train.en-hi.en"))
 
     # `encode` on plain text files (what prepare_wmt.sh uses)
