@@ -47,9 +47,18 @@ class GradNorm(Combiner):
         shared = grads[:, groups.offsets[k] : groups.offsets[k] + groups.sizes[k]]
         norms = shared.float().norm(dim=1)
         losses = losses.detach().float().to(grads.device)
-        finite = torch.isfinite(norms).all() & torch.isfinite(losses).all()
 
+        # The stored weights of the tasks present may not sum to K when the set of tasks
+        # changes between steps: renormalize before use, so the update keeps the scale of
+        # the plain sum.
         w = self.weights[idx]
+        w = w * len(tasks) / w.sum()
+        # The update with this step's weights (positive, finite): NaN/Inf anywhere in the
+        # input reaches it, so the trainer sees the overflow and skips the batch. The
+        # finiteness test reads the P values of the update, not only the shared group's:
+        # an overflow outside that group must not move the weights either (pitfall 6).
+        out = groups.weighted_sum(grads, w.expand(len(groups), -1))
+        finite = torch.isfinite(norms).all() & torch.isfinite(losses).all() & torch.isfinite(out).all()
         initial = torch.where(torch.isnan(self.initial_loss[idx]), losses, self.initial_loss[idx])
         ratio = losses / initial.clamp_min(torch.finfo(torch.float32).tiny)
         rel = ratio / ratio.mean().clamp_min(torch.finfo(torch.float32).tiny)
@@ -60,12 +69,11 @@ class GradNorm(Combiner):
         step_w = torch.sign(weighted - target) * norms / norms.mean().clamp_min(torch.finfo(torch.float32).tiny)
         new_w = (w - self.lr * step_w).clamp_min(1e-3)
         new_w = new_w * len(tasks) / new_w.sum()
-        self.weights[idx] = torch.where(finite, new_w, w)
+        self.weights[idx] = torch.where(finite, new_w, self.weights[idx])
         self.initial_loss[idx] = torch.where(finite, initial, self.initial_loss[idx])
 
-        use = torch.where(finite, w, torch.ones_like(w))
-        self.last_report = StepReport(tasks, groups.names, finite, weights=use)
-        return groups.weighted_sum(grads, use.expand(len(groups), -1))
+        self.last_report = StepReport(tasks, groups.names, finite, weights=w)
+        return out
 
     def state_dict(self) -> dict:
         state = super().state_dict()
