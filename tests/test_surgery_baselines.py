@@ -1,0 +1,231 @@
+"""The baselines of Table 1 (sum, MGDA, GradNorm) and the combiner registry."""
+import io
+import itertools
+
+import pytest
+import torch
+
+from fairseq_gradvac.surgery import (
+    MGDA,
+    GradNorm,
+    ParameterGroups,
+    SumCombiner,
+    available_combiners,
+    build_combiner,
+    min_norm_weights,
+)
+
+torchjd_aggregation = pytest.importorskip("torchjd.aggregation")
+
+
+# ---------------------------------------------------------------------------------------
+# Registry and input checks.
+
+
+def test_registry_lists_every_combiner():
+    assert {"sum", "pcgrad", "gradvac", "mgda", "gradnorm"} <= set(available_combiners())
+    with pytest.raises(ValueError) as error:
+        build_combiner("gradvaccine")
+    message = str(error.value)
+    assert "gradvaccine" in message
+    for name in available_combiners():
+        assert name in message
+    assert isinstance(build_combiner("sum"), SumCombiner)
+
+
+@pytest.mark.parametrize("name", ["sum", "pcgrad", "gradvac", "mgda", "gradnorm"])
+def test_bad_shapes_raise(name):
+    groups = ParameterGroups.from_sizes([3, 5])
+    c = build_combiner(name)
+    losses = torch.ones(2)
+    bad = [
+        (torch.zeros(8), ["a"]),  # not [K, P]
+        (torch.zeros(2, 7), ["a", "b"]),  # P does not match the groups
+        (torch.zeros(3, 8), ["a", "b"]),  # K does not match the task names
+        (torch.zeros(0, 8), []),  # no task
+        (torch.zeros(2, 8), ["a", "a"]),  # duplicate names
+    ]
+    for grads, tasks in bad:
+        with pytest.raises(ValueError):
+            c.combine(grads, tasks, groups, 0, losses=losses[: len(tasks)])
+
+
+def test_sum():
+    groups = ParameterGroups.from_sizes([3, 5])
+    grads = torch.randn(3, 8)
+    c = build_combiner("sum")
+    assert torch.equal(c.combine(grads, ["a", "b", "c"], groups, 0), grads.sum(0))
+    assert bool(c.last_report.finite)
+    grads[1, 2] = float("inf")
+    assert not torch.isfinite(c.combine(grads, ["a", "b", "c"], groups, 1)).all()
+    assert not bool(c.last_report.finite)
+
+
+# ---------------------------------------------------------------------------------------
+# MGDA.
+
+
+def norm2(weights, gram):
+    return (weights @ gram @ weights).item()
+
+
+def test_mgda_two_tasks_closed_form():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        g = torch.randn(1, 2, 30, generator=gen, dtype=torch.float64)
+        g[0, 1] *= float(torch.empty(()).uniform_(0.1, 10, generator=gen))
+        gram = g @ g.transpose(1, 2)
+        g1, g2 = g[0]
+        a = (torch.dot(g2 - g1, g2) / torch.dot(g1 - g2, g1 - g2)).clamp(0, 1).item()
+        alpha = min_norm_weights(gram, iterations=100)[0]
+        assert alpha.tolist() == pytest.approx([a, 1 - a], abs=1e-9)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_mgda_min_norm_property(K):
+    """No convex combination found by a fine grid or random search has a smaller norm."""
+    gen = torch.Generator().manual_seed(K)
+    groups = ParameterGroups.from_sizes([20, 20, 50])
+    c = MGDA()
+    for step in range(10):
+        grads = torch.randn(K, groups.numel, generator=gen, dtype=torch.float64)
+        grads[1] -= float(torch.rand((), generator=gen)) * 2 * grads[0]  # often conflicting
+        out = c.combine(grads, ["a", "b", "c"][:K], groups, step)
+        weights = c.last_report.weights
+        assert (weights >= 0).all()
+        torch.testing.assert_close(weights.sum(1), torch.ones(len(groups), dtype=weights.dtype))
+        torch.testing.assert_close(out, groups.weighted_sum(grads, weights))
+        ticks = torch.linspace(0, 1, 201, dtype=torch.float64)
+        if K == 2:
+            candidates = torch.stack([ticks, 1 - ticks], 1)
+        else:
+            grid = [(a, b) for a, b in itertools.product(ticks.tolist(), repeat=2) if a + b <= 1]
+            candidates = torch.tensor([(a, b, 1 - a - b) for a, b in grid], dtype=torch.float64)
+        random = torch.distributions.Dirichlet(torch.ones(K, dtype=torch.float64)).sample((2000,))
+        candidates = torch.cat([candidates, random, torch.eye(K, dtype=torch.float64)])
+        for k, gram in enumerate(groups.gram(grads)):
+            best = norm2(weights[k].double(), gram)
+            searched = torch.einsum("ci,ij,cj->c", candidates, gram, candidates).min().item()
+            assert best <= searched * (1 + 1e-6) + 1e-12
+
+
+@pytest.mark.parametrize("K", [2, 3, 5, 8])
+def test_mgda_matches_torchjd(K):
+    gen = torch.Generator().manual_seed(10 + K)
+    groups = ParameterGroups.from_sizes([200])
+    for _ in range(3):
+        grads = torch.randn(K, 200, generator=gen, dtype=torch.float64)
+        grads[-1] -= 1.2 * grads[0]
+        out = MGDA(iterations=100).combine(grads, [str(i) for i in range(K)], groups, 0)
+        # torchjd's plain Frank-Wolfe converges as O(1/t) when the minimum lies on a face of
+        # the simplex: run it to convergence. The engine's away steps converge linearly.
+        expected = torchjd_aggregation.MGDA(epsilon=1e-12, max_iters=20000)(grads)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * expected.norm().item())
+        # and with torchjd's defaults (stop when the step is below 1e-3), never a smaller norm
+        assert out.norm() <= torchjd_aggregation.MGDA()(grads).norm() * (1 + 1e-9)
+
+
+def test_mgda_non_finite_and_zero_gradients():
+    groups = ParameterGroups.from_sizes([10, 10])
+    c = MGDA()
+    out = c.combine(torch.zeros(3, 20), ["a", "b", "c"], groups, 0)
+    assert torch.equal(out, torch.zeros(20))
+    grads = torch.randn(3, 20)
+    grads[2, 3] = float("nan")
+    assert not torch.isfinite(c.combine(grads, ["a", "b", "c"], groups, 1)).all()
+    assert not bool(c.last_report.finite)
+    with pytest.raises(ValueError):
+        MGDA(iterations=0)
+
+
+# ---------------------------------------------------------------------------------------
+# GradNorm.
+
+
+def test_gradnorm_needs_losses():
+    groups = ParameterGroups.from_sizes([4])
+    c = build_combiner("gradnorm")
+    with pytest.raises(ValueError, match="losses"):
+        c.combine(torch.ones(2, 4), ["a", "b"], groups, 0)
+    with pytest.raises(ValueError, match="losses"):
+        c.combine(torch.ones(2, 4), ["a", "b"], groups, 0, losses=torch.ones(3))
+    with pytest.raises(ValueError):
+        GradNorm(lr=0)
+
+
+def scaled_grads(gen, norms, groups):
+    g = torch.randn(len(norms), groups.numel, generator=gen)
+    return g / g.norm(dim=1, keepdim=True) * torch.tensor(norms)[:, None]
+
+
+def test_gradnorm_weights_sum_to_k_and_balance_norms():
+    groups = ParameterGroups.from_sizes([30, 50])
+    gen = torch.Generator().manual_seed(0)
+    c = GradNorm()
+    tasks = ["big", "small", "mid"]
+    history = []
+    for step in range(40):
+        grads = scaled_grads(gen, [100.0, 1.0, 3.0], groups)
+        out = c.combine(grads, tasks, groups, step, losses=torch.tensor([2.0, 2.0, 2.0]))
+        w = c.last_report.weights
+        assert w.sum().item() == pytest.approx(3.0, rel=1e-5)
+        assert (w > 0).all()
+        torch.testing.assert_close(out, (w[:, None] * grads).sum(0), rtol=1e-5, atol=1e-4)
+        history.append(w.clone())
+    assert history[0].tolist() == [1.0, 1.0, 1.0]
+    big = [w[0].item() for w in history]
+    assert all(b2 < b1 for b1, b2 in zip(big[:10], big[1:11]))  # decreases step after step
+    assert big[-1] < 0.5 * big[0]
+    assert history[-1][1] > history[-1][2] > history[-1][0]  # smaller norm, larger weight
+
+
+def test_gradnorm_varying_tasks():
+    """Weights sum to K whatever the tasks present; an absent task keeps its weight; a task
+    seen first at step t takes its initial loss L_i(0) at step t."""
+    groups = ParameterGroups.from_sizes([16])
+    gen = torch.Generator().manual_seed(1)
+    c = GradNorm()
+    for step in range(5):
+        grads = scaled_grads(gen, [10.0, 1.0], groups)
+        c.combine(grads, ["a", "b"], groups, step, losses=torch.tensor([3.0 - 0.1 * step, 5.0]))
+    assert c.task_names == ["a", "b"]
+    assert c.initial_loss.tolist() == pytest.approx([3.0, 5.0])
+    w_b = c.weights[1].item()
+    for step in range(5, 10):
+        grads = scaled_grads(gen, [10.0, 2.0], groups)
+        c.combine(grads, ["c", "a"], groups, step, losses=torch.tensor([7.0 - step * 0.1, 2.0]))
+        assert c.last_report.weights.sum().item() == pytest.approx(2.0, rel=1e-5)
+        assert c.weights[1].item() == w_b  # b absent: untouched
+    assert c.task_names == ["a", "b", "c"]
+    assert c.initial_loss.tolist() == pytest.approx([3.0, 5.0, 6.5])  # c's own L(0): step 5
+    grads = scaled_grads(gen, [10.0, 1.0, 2.0], groups)
+    c.combine(grads, ["b", "a", "c"], groups, 10, losses=torch.tensor([4.0, 2.0, 6.0]))
+    assert c.last_report.weights.sum().item() == pytest.approx(3.0, rel=1e-5)
+
+
+def test_gradnorm_non_finite_keeps_state_and_round_trips():
+    groups = ParameterGroups.from_sizes([8, 8])
+    gen = torch.Generator().manual_seed(2)
+    c = GradNorm()
+    for step in range(3):
+        c.combine(scaled_grads(gen, [5.0, 1.0], groups), ["a", "b"], groups, step, losses=torch.tensor([1.0, 2.0]))
+    weights, initial = c.weights.clone(), c.initial_loss.clone()
+    grads = scaled_grads(gen, [5.0, 1.0], groups)
+    grads[0, 1] = float("inf")  # outside the shared group GradNorm measures norms on
+    out = c.combine(grads, ["a", "b"], groups, 3, losses=torch.tensor([1.0, 2.0]))
+    assert not torch.isfinite(out).all() and not bool(c.last_report.finite)
+    assert torch.equal(c.weights, weights) and torch.equal(c.initial_loss, initial)
+    c.combine(scaled_grads(gen, [5.0, 1.0], groups), ["a", "b"], groups, 4, losses=torch.tensor([float("nan"), 2.0]))
+    assert not bool(c.last_report.finite)
+    assert torch.equal(c.weights, weights) and torch.equal(c.initial_loss, initial)
+    buffer = io.BytesIO()
+    torch.save(c.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = GradNorm()
+    loaded.load_state_dict(torch.load(buffer, weights_only=True))
+    grads = scaled_grads(gen, [5.0, 1.0], groups)
+    losses = torch.tensor([0.5, 1.9])
+    assert torch.equal(loaded.combine(grads, ["a", "b"], groups, 5, losses=losses), c.combine(grads, ["a", "b"], groups, 5, losses=losses))
+    assert torch.equal(loaded.weights, c.weights)
+    with pytest.raises(ValueError, match="gradnorm"):
+        build_combiner("gradvac").load_state_dict(c.state_dict())

@@ -1,0 +1,198 @@
+"""ParameterGroups: grouping at each granularity, tied weights, the flat layout, and the
+batched Gram matrices and weighted sums against naive per-group loops."""
+import pytest
+import torch
+
+from fairseq_gradvac.surgery import GRANULARITIES, ParameterGroups
+from fairseq_gradvac.surgery.groups import group_key
+from reference_algorithm1 import TinyTransformer
+
+
+def unique_params(model):
+    seen, out = set(), []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
+
+
+def naive_gram(grads, groups):
+    out = []
+    for o, s in zip(groups.offsets, groups.sizes):
+        g = grads[:, o : o + s].double()
+        out.append(g @ g.T)
+    return torch.stack(out)
+
+
+def naive_weighted_sum(grads, weights, groups):
+    out = torch.zeros(groups.numel, dtype=torch.float64)
+    for k, (o, s) in enumerate(zip(groups.offsets, groups.sizes)):
+        for m in range(grads.shape[0]):
+            out[o : o + s] += weights[k, m].double() * grads[m, o : o + s].double()
+    return out
+
+
+def test_tied_parameters_are_grouped_once():
+    model = TinyTransformer()
+    named = list(model.named_parameters(remove_duplicate=False))
+    embed = model.encoder.embed_tokens.weight
+    assert sum(p is embed for _, p in named) == 3  # encoder, decoder, output projection
+    for granularity in GRANULARITIES:
+        groups = ParameterGroups.from_named_parameters(named, granularity)
+        assert sum(p is embed for p in groups.params) == 1
+        assert groups.numel == sum(p.numel() for _, p in unique_params(model))
+        assert sorted(map(id, groups.params)) == sorted(id(p) for _, p in unique_params(model))
+        assert groups.param_names.count("encoder.embed_tokens.weight") == 1
+        assert "decoder.output_projection.weight" not in groups.param_names
+        assert sum(groups.sizes) == groups.numel
+
+
+def test_frozen_parameters_are_left_out():
+    model = TinyTransformer()
+    model.encoder.layer_norm.weight.requires_grad_(False)
+    groups = ParameterGroups.from_named_parameters(model.named_parameters(), "all_matrix")
+    assert "encoder.layer_norm.weight" not in groups.param_names
+    assert "encoder.layer_norm.weight" not in groups.names
+    with pytest.raises(ValueError):
+        ParameterGroups.from_named_parameters([], "all_layer")
+
+
+def test_granularities_on_a_transformer():
+    model = TinyTransformer(layers=3)
+    named = list(model.named_parameters(remove_duplicate=False))
+    by = {g: ParameterGroups.from_named_parameters(named, g) for g in GRANULARITIES}
+    assert by["whole_model"].names == ["model"]
+    assert sorted(by["enc_dec"].names) == ["decoder", "encoder"]
+    layers = [f"encoder.layers.{i}" for i in range(3)] + [f"decoder.layers.{i}" for i in range(3)]
+    assert sorted(by["all_layer"].names) == sorted(layers + ["embeddings", "other"])
+    assert by["all_layer"].model_order == ["embeddings"] + layers[:3] + ["other"] + layers[3:]
+    # each layer group holds exactly that layer's parameters
+    groups = by["all_layer"]
+    for k, key in enumerate(groups.names):
+        members = [n for n, o in zip(groups.param_names, groups.param_offsets) if groups.offsets[k] <= o < groups.offsets[k] + groups.sizes[k]]
+        assert members and all(group_key(n, "all_layer") == key for n in members)
+        if key.startswith(("encoder.layers.", "decoder.layers.")):
+            assert all(n.startswith(key + ".") for n in members)
+    assert group_key("decoder.layer_norm.weight", "all_layer") == "other"
+    assert group_key("encoder.layers.10.fc1.weight", "all_layer") == "encoder.layers.10"
+    assert group_key("encoder.layers.1.fc1.weight", "all_layer") == "encoder.layers.1"
+    assert sorted(by["all_matrix"].names) == sorted(n for n, _ in unique_params(model))
+    with pytest.raises(ValueError, match="all_layer"):
+        ParameterGroups.from_named_parameters(named, "per_head")
+
+
+def test_fairseq_transformer_all_layer():
+    pytest.importorskip("fairseq")
+    import argparse
+
+    from fairseq.data import Dictionary
+    from fairseq.models.transformer import TransformerModel, base_architecture
+
+    dictionary = Dictionary()
+    for i in range(20):
+        dictionary.add_symbol(f"w{i}")
+    args = argparse.Namespace(
+        share_all_embeddings=True, encoder_layers=2, decoder_layers=3, encoder_embed_dim=16,
+        encoder_ffn_embed_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+    )
+    base_architecture(args)
+
+    class Task:
+        source_dictionary = target_dictionary = dictionary
+
+    model = TransformerModel.build_model(args, Task())
+    named = list(model.named_parameters(remove_duplicate=False))
+    groups = ParameterGroups.from_named_parameters(named, "all_layer")
+    expected = ["embeddings"] + [f"encoder.layers.{i}" for i in range(2)] + [f"decoder.layers.{i}" for i in range(3)]
+    assert groups.model_order == expected
+    assert groups.numel == sum(p.numel() for p in model.parameters())  # the tied matrix once
+    assert groups.sizes[groups.index("embeddings")] == len(dictionary) * 16
+
+
+@pytest.mark.parametrize("sizes", [[5, 5, 5], [3, 9, 9, 1, 17, 3], [64]])
+def test_layout_and_param_views_round_trip(sizes):
+    groups = ParameterGroups.from_sizes(sizes)
+    assert groups.sizes == sorted(sizes)  # equal sizes adjacent
+    assert groups.offsets == [sum(groups.sizes[:k]) for k in range(len(sizes))]
+    assert groups.numel == sum(sizes)
+    model = TinyTransformer()
+    groups = ParameterGroups.from_named_parameters(model.named_parameters(), "all_layer")
+    flat = torch.zeros(groups.numel)
+    for view, p in zip(groups.param_views(flat), groups.params):
+        assert view.shape == p.shape
+        view.copy_(p.detach())  # views write through to flat
+    for view, p in zip(groups.param_views(flat), groups.params):
+        assert torch.equal(view, p.detach())
+    again = torch.cat([v.reshape(-1) for v in groups.param_views(flat)])
+    assert torch.equal(again, flat)  # every entry belongs to exactly one parameter, in order
+    for o, p in zip(groups.param_offsets, groups.params):
+        assert torch.equal(flat[o : o + p.numel()], p.detach().reshape(-1))
+    # group k is a contiguous slice holding its parameters
+    for k in range(len(groups)):
+        inside = [o for o in groups.param_offsets if groups.offsets[k] <= o < groups.offsets[k] + groups.sizes[k]]
+        assert inside[0] == groups.offsets[k]
+
+
+@pytest.mark.parametrize("sizes", [[5, 5, 5], [3, 9, 9, 1, 17, 3, 9], [40]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_and_weighted_sum_equal_naive_loops(sizes, dtype):
+    groups = ParameterGroups.from_sizes(sizes)
+    gen = torch.Generator().manual_seed(0)
+    grads = torch.randn(4, groups.numel, generator=gen).to(dtype)
+    gram = groups.gram(grads)
+    assert gram.shape == (len(sizes), 4, 4) and gram.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(gram.double(), naive_gram(grads, groups), rtol=tol, atol=tol)
+    weights = torch.randn(len(sizes), 4, generator=gen)
+    out = groups.weighted_sum(grads, weights)
+    assert out.dtype == dtype and out.shape == (groups.numel,)
+    torch.testing.assert_close(out.double(), naive_weighted_sum(grads, weights, groups), rtol=tol, atol=tol)
+    buffer = torch.full((groups.numel,), float("nan"), dtype=dtype)
+    assert groups.weighted_sum(grads, weights, out=buffer) is buffer
+    torch.testing.assert_close(buffer, out, rtol=0, atol=0)
+
+
+def test_gram_on_a_model_layout():
+    groups = ParameterGroups.from_named_parameters(TinyTransformer().named_parameters(), "all_matrix")
+    grads = torch.randn(3, groups.numel, dtype=torch.float64)
+    torch.testing.assert_close(groups.gram(grads), naive_gram(grads, groups))
+    weights = torch.randn(len(groups), 3, dtype=torch.float64)
+    torch.testing.assert_close(groups.weighted_sum(grads, weights), naive_weighted_sum(grads, weights, groups))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_gradients_use_fp32_math(dtype):
+    groups = ParameterGroups.from_sizes([300, 300, 1000])
+    gen = torch.Generator().manual_seed(1)
+    # large enough that squares and sums overflow fp16 (max 65504)
+    grads = (torch.randn(3, groups.numel, generator=gen) * 300).to(dtype)
+    exact = grads.double()
+    gram = groups.gram(grads)
+    assert gram.dtype == torch.float32 and torch.isfinite(gram).all()
+    torch.testing.assert_close(gram.double(), naive_gram(exact, groups), rtol=1e-5, atol=1e-2)
+    weights = torch.tensor([[0.5, -1.25, 2.0], [1.0, 1.0, 1.0], [0.1, 0.2, 0.3]])
+    out = groups.weighted_sum(grads, weights)
+    assert out.dtype == dtype
+    expected = naive_weighted_sum(exact, weights, groups)
+    # fp32 accumulation, one rounding to the half type at the end
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(out.double(), expected, rtol=eps, atol=eps)
+    # 2048 + 1 - 2048: a half-precision accumulator loses the 1 (its spacing at 2048 is 2 or 16)
+    cancel = torch.tensor([2048.0, 1.0, -2048.0]).to(dtype)[:, None].expand(3, groups.numel).contiguous()
+    assert torch.equal(groups.weighted_sum(cancel, torch.ones(3, 3)), torch.ones(groups.numel, dtype=dtype))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError):
+        ParameterGroups.from_sizes([3, 0])
+    with pytest.raises(ValueError):
+        ParameterGroups([], [])
+    groups = ParameterGroups.from_sizes([3, 4])
+    with pytest.raises(ValueError):
+        groups.gram(torch.zeros(2, 8))
+    with pytest.raises(ValueError):
+        groups.gram(torch.zeros(7))
+    with pytest.raises(ValueError, match="no parameter group"):
+        groups.index("decoder")
+    assert groups.index("group1") == 1
