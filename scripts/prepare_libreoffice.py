@@ -5,13 +5,17 @@
 Two commands:
 
   prepare_libreoffice.py [libreoffice] [options]
-      Fetch the Debian packages libreoffice-help-{en-us,fr,cs,tr,hi} (and with --l10n
-      libreoffice-l10n-{..}) with `apt-get download`, unpack them with `dpkg-deb -x`
-      (nothing is installed), align paragraphs across languages by (html path, element
-      id), clean and deduplicate, hold out multi-way valid/test rows FIRST, remove every
-      training row that shares a text with a held-out row in any language, write the raw
-      text, then run the `encode` step below. `--packages-dir DIR` uses an already
-      extracted tree instead (DIR/usr/share/libreoffice/help/<lang>/...).
+      Fetch the Debian packages libreoffice-help-{en-us,fr,cs,tr,hi} and, for extra
+      TRAINING rows, libreoffice-l10n-{--l10n languages; default hi} with `apt-get
+      download`, unpack them with `dpkg-deb -x` (nothing is installed; cached in
+      --cache-dir), align paragraphs across languages by (html path, element id), clean
+      and deduplicate, hold out multi-way valid/test rows FIRST (from rows translated in
+      every language), remove every training row that shares a text with a held-out row
+      in any language, write the raw text, then run the `encode` step below.
+      `--packages-dir DIR` uses an already extracted tree instead
+      (DIR/usr/share/libreoffice/help/<lang>/..., DIR/usr/lib/libreoffice/program/
+      resource/<lang>/LC_MESSAGES/*.mo); its content is not part of the cache stamp
+      (use --force after changing it).
 
   prepare_libreoffice.py encode --out OUT [--langs fr,cs,tr,hi] [--vocab-size 8000]
       Generic second half, for any corpus laid out as OUT/raw/{split}.{a}-{b}.{lang}
@@ -710,7 +714,8 @@ def main_libreoffice(argv):
         description="LibreOffice help (+ UI strings) -> multi-way fairseq data (see module doc)")
     ap.add_argument("--out", default="data/libreoffice", help="output directory")
     ap.add_argument("--langs", default=",".join(ALL_LANGS),
-                    help="non-English languages, subset of %s" % ",".join(ALL_LANGS))
+                    help="non-English languages, subset of %s; valid/test rows are drawn "
+                         "from rows translated in all of them" % ",".join(ALL_LANGS))
     ap.add_argument("--cache-dir", default="data/cache/libreoffice",
                     help="where the .deb files are downloaded and unpacked")
     ap.add_argument("--packages-dir", default=None,
