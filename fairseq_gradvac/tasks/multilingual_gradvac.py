@@ -13,6 +13,7 @@ Data, dictionaries, language tokens, sampling and inference are fairseq's
 import contextlib
 import logging
 import math
+import os
 from collections import defaultdict
 
 import torch
@@ -111,8 +112,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         return build_combiner(name, **kwargs)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        is_train = self.training and split == getattr(self.args, "train_subset", "train")
+        if is_train:
+            self._check_not_empty(split)
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
-        if self.training and split == getattr(self.args, "train_subset", "train"):
+        if is_train:
             dataset = self.datasets[split]
             for key, sub in zip(dataset.keys, dataset.datasets):
                 if len(sub) == 0:
@@ -123,6 +127,17 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         model = super().build_model(args, from_checkpoint)
         self._model = model  # restore_combiner checks a checkpoint's groups against it
         return model
+
+    def _check_not_empty(self, split):
+        """fairseq crashes deep in mmap on an empty binarized file; say which direction it is."""
+        for path in self.args.data.split(os.pathsep):
+            for pair in self.lang_pairs:
+                src, tgt = pair.split("-")
+                for a, b in ((src, tgt), (tgt, src)):
+                    for lang in (src, tgt):
+                        f = os.path.join(path, f"{split}.{a}-{b}.{lang}.bin")
+                        if os.path.exists(f) and os.path.getsize(f) == 0:
+                            raise ValueError(f"training direction {pair} has no examples: {f} is empty")
 
     # ---------------------------------------------------------------- training
     def _direction_gradients(self, model):

@@ -1,0 +1,176 @@
+"""The plugin through the real command lines: fairseq-train, resume, fairseq-generate."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import tiny_corpus
+from fairseq_runs import load_checkpoint, run_cli, train, train_args
+
+METHOD_RUNS = [
+    ("sum", "all_layer"), ("pcgrad", "all_layer"), ("gradvac", "all_layer"),
+    ("mgda", "whole_model"), ("gradnorm", "all_layer"),
+    ("gradvac", "whole_model"), ("gradvac", "enc_dec"), ("gradvac", "all_matrix"),
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus.build(str(tmp_path_factory.mktemp("tiny")), train_sizes={"cs": 60})
+
+
+@pytest.fixture(scope="module")
+def gradvac_run(corpus, tmp_path_factory):
+    save = str(tmp_path_factory.mktemp("gradvac"))
+    proc = train(corpus, save, "--max-update", "12", "--gradient-combiner", "gradvac")
+    return save, proc
+
+
+@pytest.mark.parametrize("method,granularity", METHOD_RUNS)
+def test_every_method_and_granularity_trains(corpus, tmp_path, method, granularity):
+    proc = train(corpus, str(tmp_path), "--max-update", "8", "--gradient-combiner", method,
+                 "--combine-granularity", granularity)
+    log = proc.stdout + proc.stderr
+    assert f"{method} on" in log and f"({granularity})" in log
+    for d in corpus["directions"]:
+        assert f"loss_{d}" in log  # per-direction loss reaches fairseq's metrics
+    state = load_checkpoint(tmp_path / "checkpoint_last.pt")
+    combiner = state["task_state"]["combiner"]
+    assert combiner["combiner"] == method
+    if method in ("gradvac", "pcgrad", "gradnorm"):  # state keyed by direction name
+        assert sorted(combiner["task_names"]) == sorted(corpus["directions"])
+    params = torch.cat([p.reshape(-1).float() for p in state["model"].values()])
+    assert torch.isfinite(params).all()
+    if method in ("gradvac", "pcgrad"):
+        assert "cos_fr-en_cs-en" in log and "corrected" in log
+    if method == "gradvac":
+        assert combiner["phi_hat"].abs().sum() > 0  # the EMA targets moved
+
+
+def test_sum_update_equals_the_stock_task(corpus, tmp_path):
+    """Same seed, data and batches, no dropout: the same model after 10 updates.
+
+    Plain SGD: Adam would blow up float noise in gradients that are exactly zero in exact
+    arithmetic (attention key biases) into lr-sized steps.
+    """
+    common = ("--max-update", "10", "--dropout", "0", "--optimizer", "sgd", "--lr", "0.5")
+    train(corpus, str(tmp_path / "stock"), *common, task="translation_multi_simple_epoch")
+    train(corpus, str(tmp_path / "sum"), *common, "--gradient-combiner", "sum")
+    stock = load_checkpoint(tmp_path / "stock" / "checkpoint_last.pt")["model"]
+    ours = load_checkpoint(tmp_path / "sum" / "checkpoint_last.pt")["model"]
+    assert stock.keys() == ours.keys()
+    for key in stock:
+        assert torch.allclose(stock[key], ours[key], atol=2e-5, rtol=1e-4), key
+
+
+def test_resume_continues_with_the_saved_combiner_state(corpus, gradvac_run, tmp_path):
+    save, _ = gradvac_run
+    saved = load_checkpoint(os.path.join(save, "checkpoint_last.pt"))["task_state"]["combiner"]
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(save, resumed)
+    proc = train(corpus, resumed, "--max-update", "16", "--gradient-combiner", "gradvac")
+    log = proc.stdout + proc.stderr
+    assert "restored gradvac state for 4 directions" in log
+    after = load_checkpoint(os.path.join(resumed, "checkpoint_last.pt"))["task_state"]["combiner"]
+    # Continued from the saved targets: 4 more EMA steps of size beta can't go back to 0.
+    fresh_dir = str(tmp_path / "fresh")
+    train(corpus, fresh_dir, "--max-update", "4", "--gradient-combiner", "gradvac")
+    fresh = load_checkpoint(os.path.join(fresh_dir, "checkpoint_last.pt"))["task_state"]["combiner"]
+    assert after["task_names"] == saved["task_names"]
+    distance_saved = (after["phi_hat"] - saved["phi_hat"]).abs().max()
+    distance_fresh = (after["phi_hat"] - fresh["phi_hat"]).abs().max()
+    assert distance_saved < distance_fresh
+
+
+@pytest.mark.parametrize("change,message", [
+    (("--gradient-combiner", "pcgrad"), "trained with --gradient-combiner gradvac"),
+    (("--combine-granularity", "all_matrix"), "parameter groups"),
+])
+def test_resume_from_another_configuration_is_refused(corpus, gradvac_run, tmp_path, change, message):
+    save, _ = gradvac_run
+    shutil.copytree(save, tmp_path / "run")
+    proc = run_cli("train", train_args(corpus, str(tmp_path / "run"), "--max-update", "14", *change),
+                   check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    # Nothing lost: the checkpoint is still the one from before.
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["optimizer_history"][-1]["num_updates"] == 12
+
+
+def test_reset_optimizer_starts_the_combiner_afresh(corpus, gradvac_run, tmp_path):
+    save, _ = gradvac_run
+    shutil.copytree(save, tmp_path / "run")
+    proc = train(corpus, str(tmp_path / "run"), "--max-update", "14", "--gradient-combiner", "pcgrad",
+                 "--reset-optimizer")
+    assert "is not restored" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--gradient-combiner", "gradvak"), "invalid choice: 'gradvak'"),
+    (("--combine-granularity", "per_layer"), "invalid choice: 'per_layer'"),
+    (("--gradvac-directions", "en-fr,en-xx"), "--gradvac-directions names en-xx"),
+    (("--gradient-combiner", "mgda", "--gradvac-directions", "en-fr"), "applies to gradvac and pcgrad"),
+    (("--gradvac-beta", "0"), "beta must be in (0, 1]"),
+    (("--gradvac-fixed-target", "1.0"), "fixed GradVac target must lie in (-1, 1)"),
+])
+def test_bad_options_stop_before_training(corpus, tmp_path, extra, message):
+    proc = run_cli("train", train_args(corpus, str(tmp_path), "--max-update", "2", *extra), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not os.path.exists(tmp_path / "checkpoint_last.pt")
+
+
+def test_unknown_language_and_missing_data(corpus, tmp_path):
+    proc = run_cli("train", train_args(corpus, str(tmp_path), "--max-update", "2",
+                                       directions=["en-fr", "en-de"]), check=False)
+    assert proc.returncode != 0
+    assert "en-de contains languages that are not in the language dictionary" in proc.stderr
+    missing = dict(corpus, bin=str(tmp_path / "nowhere"))
+    proc = run_cli("train", train_args(missing, str(tmp_path), "--max-update", "2"), check=False)
+    assert proc.returncode != 0 and "nowhere" in proc.stderr
+
+
+def test_empty_direction_is_refused(corpus, tmp_path):
+    data = tmp_path / "bin"
+    shutil.copytree(corpus["bin"], data)
+    from fairseq.data import indexed_dataset
+
+    for lang in ("en", "cs"):  # an empty binarized train.en-cs
+        builder = indexed_dataset.make_builder(str(data / f"train.en-cs.{lang}.bin"), impl="mmap",
+                                               vocab_size=1000)
+        builder.finalize(str(data / f"train.en-cs.{lang}.idx"))
+    proc = run_cli("train", train_args(dict(corpus, bin=str(data)), str(tmp_path / "run"),
+                                       "--max-update", "2"), check=False)
+    assert proc.returncode != 0
+    assert "en-cs has no examples" in proc.stderr
+
+
+def test_more_than_one_worker_is_refused(corpus):
+    from fairseq import options, tasks
+
+    import fairseq_gradvac  # noqa: F401
+
+    args = options.parse_args_and_arch(options.get_training_parser(),
+                                       train_args(corpus, "/tmp/unused", "--distributed-world-size", "2"))
+    args.distributed_world_size = 2
+    with pytest.raises(ValueError, match="Train with one worker"):
+        tasks.setup_task(args)
+
+
+def test_generate_scores_supervised_and_zero_shot_directions(corpus, gradvac_run, tmp_path):
+    save, _ = gradvac_run
+    from fairseq_gradvac import evaluate
+
+    out = str(tmp_path / "bleu")
+    evaluate.main(["--checkpoint", os.path.join(save, "checkpoint_last.pt"), "--zero-shot",
+                   ",".join(corpus["zero_shot"]), "--raw", corpus["raw"], "--beam", "1",
+                   "--directions", "en-fr,fr-en", "--out", out])
+    result = json.load(open(out + ".json"))
+    assert list(result["directions"]) == ["en-fr", "fr-en"] + corpus["zero_shot"]
+    for d, r in result["directions"].items():
+        assert r["sentences"] == 20 and 0 <= r["bleu"] <= 100 and "nrefs:1" in r["signature"]
+    assert result["zero_shot"] == corpus["zero_shot"]
+    table = open(out + ".md").read()
+    assert "| fr-cs | zero-shot |" in table and "sacreBLEU signature" in table
