@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fairseq_gradvac.surgery import GRANULARITIES, ParameterGroups
+from fairseq_gradvac.surgery import groups as groups_module
 from fairseq_gradvac.surgery.groups import group_key
 from reference_algorithm1 import TinyTransformer
 
@@ -134,9 +135,12 @@ def test_layout_and_param_views_round_trip(sizes):
         assert inside[0] == groups.offsets[k]
 
 
-@pytest.mark.parametrize("sizes", [[5, 5, 5], [3, 9, 9, 1, 17, 3, 9], [40]])
+@pytest.mark.parametrize("sizes", [[5, 5, 5], [3, 9, 9, 1, 17, 3, 9], [40], [16, 16, 24, 24, 8, 37, 37, 4]])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gram_and_weighted_sum_equal_naive_loops(sizes, dtype):
+@pytest.mark.parametrize("block", [None, 8])
+def test_gram_and_weighted_sum_equal_naive_loops(sizes, dtype, block, monkeypatch):
+    if block is not None:  # exercise every path of the blocked Gram: no block, whole blocks, tails
+        monkeypatch.setattr(groups_module, "GRAM_BLOCK", block)
     groups = ParameterGroups.from_sizes(sizes)
     gen = torch.Generator().manual_seed(0)
     grads = torch.randn(4, groups.numel, generator=gen).to(dtype)
@@ -153,6 +157,15 @@ def test_gram_and_weighted_sum_equal_naive_loops(sizes, dtype):
     torch.testing.assert_close(buffer, out, rtol=0, atol=0)
 
 
+def test_gram_blocks_at_the_real_block_size():
+    block = groups_module.GRAM_BLOCK
+    groups = ParameterGroups.from_sizes([2 * block, 2 * block, 3 * block + 5, 3 * block + 5, 100, block - 1])
+    grads = torch.randn(3, groups.numel, dtype=torch.float64)
+    torch.testing.assert_close(groups.gram(grads), naive_gram(grads, groups))
+    grads32 = grads.float()
+    torch.testing.assert_close(groups.gram(grads32).double(), naive_gram(grads32, groups), rtol=1e-5, atol=1e-3)
+
+
 def test_gram_on_a_model_layout():
     groups = ParameterGroups.from_named_parameters(TinyTransformer().named_parameters(), "all_matrix")
     grads = torch.randn(3, groups.numel, dtype=torch.float64)
@@ -162,7 +175,10 @@ def test_gram_on_a_model_layout():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_gradients_use_fp32_math(dtype):
+@pytest.mark.parametrize("block", [None, 64])
+def test_half_precision_gradients_use_fp32_math(dtype, block, monkeypatch):
+    if block is not None:
+        monkeypatch.setattr(groups_module, "GRAM_BLOCK", block)
     groups = ParameterGroups.from_sizes([300, 300, 1000])
     gen = torch.Generator().manual_seed(1)
     # large enough that squares and sums overflow fp16 (max 65504)

@@ -53,7 +53,9 @@ def vaccinate(
     zero = gram.new_zeros(())
     for s in range(k - 1):  # line 11: the s-th task j visited by each (k, i)
         j = order[:, :, s].unsqueeze(-1)  # [n, K, 1]
-        cg = torch.bmm(coef_matrix, gram)  # cg[k, i, m] = g'_ik . g_mk
+        # cg[k, i, m] = g'_ik . g_mk = (C_k G_k)[i, m]. Broadcast and sum, not bmm: a
+        # batch of tiny matmuls costs milliseconds in the CPU BLAS's threading.
+        cg = (coef_matrix.unsqueeze(-1) * gram.unsqueeze(1)).sum(2)
         dot = cg.gather(2, j).squeeze(-1)
         norm_i = (cg * coef_matrix).sum(-1).clamp_min(0).sqrt()
         norm_j = norm.gather(1, j.squeeze(-1))

@@ -13,6 +13,9 @@ import torch
 
 GRANULARITIES = ("whole_model", "enc_dec", "all_layer", "all_matrix")
 
+# Entries per block of the Gram computation: K x 4096 fp32 is 128 KiB at K = 8 (in L2).
+GRAM_BLOCK = 4096
+
 _LAYER = re.compile(r"^(?:.*\.)?((?:encoder|decoder)\.layers\.\d+)\.")
 
 
@@ -132,24 +135,55 @@ class ParameterGroups:
             flat[o : o + p.numel()].view(p.shape) for o, p in zip(self.param_offsets, self.params)
         ]
 
+    def _check_grads(self, grads: torch.Tensor) -> None:
+        if grads.dim() != 2 or grads.shape[1] != self.numel:
+            raise ValueError(
+                f"expected gradients of shape [K, {self.numel}], got {tuple(grads.shape)}"
+            )
+
     def _segments(self, grads: torch.Tensor):
         """Yield (run, [count, K, size] view/copy of that run of groups in the math dtype).
 
         fp16/bf16 gradients are upcast to fp32; fp64 gradients keep fp64 (casting them to
         fp32 would throw away precision that fp64 callers, e.g. the exact tests, ask for).
         """
-        if grads.dim() != 2 or grads.shape[1] != self.numel:
-            raise ValueError(
-                f"expected gradients of shape [K, {self.numel}], got {tuple(grads.shape)}"
-            )
+        self._check_grads(grads)
         k = grads.shape[0]
         for run in self._runs:
             seg = grads[:, run.start : run.start + run.count * run.size]
             yield run, seg.reshape(k, run.count, run.size).transpose(0, 1).to(math_dtype(grads.dtype))
 
     def gram(self, grads: torch.Tensor) -> torch.Tensor:
-        """Per-group Gram matrices (fp32; fp64 for fp64 gradients), shape [num_groups, K, K]: G_k[i, j] = g_ik . g_jk."""
-        return torch.cat([torch.bmm(seg, seg.transpose(1, 2)) for _, seg in self._segments(grads)])
+        """Per-group Gram matrices (fp32; fp64 for fp64 gradients), shape [num_groups, K, K]:
+        G_k[i, j] = g_ik . g_jk.
+
+        A group is cut into blocks of GRAM_BLOCK entries, one small [K, K] product per
+        block (a batched matmul over all blocks of a run of groups), then the blocks are
+        summed. One matmul per group, [K, size] x [size, K], is a GEMM with a huge inner
+        dimension that the CPU BLAS runs at half the memory bandwidth; blocks of K x 4096
+        stay in cache, give every thread its own blocks, and sum in a pairwise-like order
+        (more accurate in fp32 too).
+        """
+        self._check_grads(grads)
+        k, dtype = grads.shape[0], math_dtype(grads.dtype)
+        parts = []
+        for run in self._runs:
+            seg = grads[:, run.start : run.start + run.count * run.size]
+            blocks, tail = divmod(run.size, GRAM_BLOCK)
+            if blocks == 0:  # small groups: one product per group
+                x = seg.reshape(k, run.count, run.size).transpose(0, 1).to(dtype)
+                parts.append(torch.bmm(x, x.transpose(1, 2)))
+            elif tail == 0:  # every group is whole blocks: one batched matmul for the run
+                x = seg.reshape(k, run.count * blocks, GRAM_BLOCK).transpose(0, 1).to(dtype)
+                parts.append(torch.bmm(x, x.transpose(1, 2)).view(run.count, blocks, k, k).sum(1))
+            else:  # blocks, then the tail, group by group (all views, no copy in fp32)
+                for g in range(run.count):
+                    o = g * run.size
+                    x = seg[:, o : o + blocks * GRAM_BLOCK].reshape(k, blocks, GRAM_BLOCK)
+                    x = x.transpose(0, 1).to(dtype)
+                    t = seg[:, o + blocks * GRAM_BLOCK : o + run.size].to(dtype)
+                    parts.append((torch.bmm(x, x.transpose(1, 2)).sum(0) + t @ t.T).unsqueeze(0))
+        return torch.cat(parts)
 
     def weighted_sum(self, grads: torch.Tensor, weights: torch.Tensor, out: torch.Tensor = None) -> torch.Tensor:
         """sum_m weights[k, m] * g_mk for every group k; weights has shape [num_groups, K]."""

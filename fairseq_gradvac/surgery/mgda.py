@@ -21,7 +21,7 @@ def min_norm_weights(gram: torch.Tensor, iterations: int) -> torch.Tensor:
     diag = gram.diagonal(dim1=1, dim2=2)
     eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
     for _ in range(iterations):
-        ga = torch.bmm(gram, alpha.unsqueeze(-1)).squeeze(-1)  # (G alpha)_m = x . g_m
+        ga = (gram * alpha.unsqueeze(1)).sum(-1)  # (G alpha)_m = x . g_m (no tiny bmm: see vaccinate)
         xx = (alpha * ga).sum(-1)  # ||x||^2
         t = ga.argmin(-1, keepdim=True)  # Frank-Wolfe vertex: the g_t most opposed to x
         a = ga.masked_fill(alpha <= 0, -float("inf")).argmax(-1, keepdim=True)  # away vertex
