@@ -73,6 +73,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         super().__init__(args, langs, dicts, training)
         self.combiner = self._build_combiner(args) if training else None
         self._grads = None  # DirectionGradients, built with the model's parameters
+        self._grads_model = None  # ... of this model
         self._losses = defaultdict(float)  # per-direction loss and ntokens of this update
         self._ntokens = defaultdict(float)
         self._report = None  # last combiner report, logged by reduce_metrics
@@ -141,7 +142,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
 
     # ---------------------------------------------------------------- training
     def _direction_gradients(self, model):
-        if self._grads is None or self._grads.groups.params[0] is not next(model.parameters()):
+        if self._grads is None or self._grads_model is not model:
             if hasattr(type(model), "all_reduce_grads"):
                 raise TypeError(
                     f"{type(model).__name__} already reduces its own gradients; "
@@ -151,6 +152,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 model.named_parameters(), self.args.combine_granularity
             )
             self._grads = DirectionGradients(groups, capacity=len(self.lang_pairs))
+            self._grads_model = model
             # The trainer calls model.all_reduce_grads() (through the optimizer) after the
             # last micro-batch of an update and before rescaling and clipping: the place
             # where the per-direction gradients become the update.
