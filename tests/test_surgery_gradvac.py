@@ -547,3 +547,24 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         c.combine(torch.zeros(2, 8), ["a", "a"], groups, 0)
     assert isinstance(build_combiner("pcgrad"), PCGrad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["gradvac", "pcgrad", "mgda"])
+def test_half_precision_gradients(dtype, name):
+    """fp16/bf16 gradients: fp32 math inside, the result in the gradients' dtype, close to
+    the same combiner on the same values in fp32."""
+    groups = ParameterGroups.from_sizes([64, 64, 300])
+    gen = torch.Generator().manual_seed(16)
+    kwargs = {"beta": 0.3} if name == "gradvac" else {}
+    half, full = build_combiner(name, **kwargs), build_combiner(name, **kwargs)
+    for step in range(5):
+        grads = (correlated_grads(gen, 4, groups, torch.float32) * 200).to(dtype)  # squares overflow fp16
+        out = half.combine(grads, TASKS[:4], groups, step)
+        expected = full.combine(grads.float(), TASKS[:4], groups, step)
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        assert bool(half.last_report.finite)
+        eps = torch.finfo(dtype).eps
+        torch.testing.assert_close(out.float(), expected, rtol=eps, atol=eps * expected.abs().max().item())
+    if name == "gradvac":
+        torch.testing.assert_close(half.phi_hat, full.phi_hat, rtol=0, atol=1e-6)
