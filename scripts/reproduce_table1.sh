@@ -18,8 +18,8 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-libreoffice} MODEL=${MODEL:-small_cpu}
 ROWS=${ROWS:-"bilingual multilingual gradnorm mgda pcgrad pcgrad_all_layer gradvac_fixed_obj gradvac_whole_model gradvac_all_layer"}
 SAMPLINGS=${SAMPLINGS:-t5} SEEDS=${SEEDS:-1} BEAM=${BEAM:-5}
-RUNS=${RUNS:-runs/table1-$DATA-$MODEL}
-source "configs/data/$DATA.sh"
+RUNS=${RUNS:-runs/table1-$(basename "$DATA" .sh)-$MODEL}
+if [ -f "$DATA" ]; then source "$DATA"; else source "configs/data/$DATA.sh"; fi
 [ -f "$LANG_DICT" ] || eval "$PREPARE"
 
 evaluate() {  # evaluate RUN_DIR DIRECTIONS ZERO_SHOT

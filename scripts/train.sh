@@ -3,7 +3,7 @@
 #
 #   scripts/train.sh DATA METHOD SAMPLING MODEL SAVE_DIR [more fairseq-train options]
 #
-# DATA, METHOD, SAMPLING, MODEL name files under configs/ (configs/data/DATA.sh,
+# DATA, METHOD, SAMPLING, MODEL name files under configs/ (configs/data/DATA.sh or a path,
 # configs/methods/METHOD.args, configs/sampling/SAMPLING.args, configs/models/MODEL.args).
 # Environment: MINUTES (training-time budget, fairseq's --stop-time-hours; counted across
 # resumes), SEED (default 1), DRY_RUN=1 (print the command, run nothing).
@@ -13,12 +13,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 5 ] || { sed -n '2,12p' "$0"; exit 2; }
 DATA=$1 METHOD=$2 SAMPLING=$3 MODEL=$4 SAVE=$5; shift 5
+for f in "configs/methods/$METHOD.args" "configs/sampling/$SAMPLING.args" "configs/models/$MODEL.args"; do
+  [ -f "$f" ] || { echo "no such config: $f" >&2; exit 2; }
+done
 args_of() {  # the options in a configs/*.args file, comments dropped
-  [ -f "$1" ] || { echo "no such config: $1" >&2; exit 2; }
   sed 's/#.*//' "$1" | tr -s ' \n' '  '
 }
-[ -f "configs/data/$DATA.sh" ] || { echo "no such data config: configs/data/$DATA.sh" >&2; exit 2; }
-source "configs/data/$DATA.sh"
+DATA_CONFIG=configs/data/$DATA.sh
+[ -f "$DATA" ] && DATA_CONFIG=$DATA  # a path to a data config of one's own
+[ -f "$DATA_CONFIG" ] || { echo "no such data config: $DATA_CONFIG" >&2; exit 2; }
+source "$DATA_CONFIG"
 read -r -a METHOD_ARGS <<< "$(args_of "configs/methods/$METHOD.args")"
 read -r -a SAMPLING_ARGS <<< "$(args_of "configs/sampling/$SAMPLING.args")"
 read -r -a MODEL_ARGS <<< "$(args_of "configs/models/$MODEL.args")"
