@@ -51,11 +51,14 @@ def vaccinate(
     similarity = torch.full_like(gram, float("nan"))
     corrected = torch.zeros_like(gram, dtype=torch.bool)
     zero = gram.new_zeros(())
+    # cg[k, i, m] = g'_ik . g_mk = (C_k G_k)[i, m], kept up to date row by row (line 14 adds
+    # coef * g_jk to g'_ik, so row i of C_k G_k gains coef * row j of G_k). Only [n, K, K]
+    # tensors: no batch of tiny matmuls (milliseconds each in the CPU BLAS's threading) and
+    # no [n, K, K, K] product (large enough to be split across threads, which stalls when
+    # the machine is busy).
+    cg = gram.clone()
     for s in range(k - 1):  # line 11: the s-th task j visited by each (k, i)
         j = order[:, :, s].unsqueeze(-1)  # [n, K, 1]
-        # cg[k, i, m] = g'_ik . g_mk = (C_k G_k)[i, m]. Broadcast and sum, not bmm: a
-        # batch of tiny matmuls costs milliseconds in the CPU BLAS's threading.
-        cg = (coef_matrix.unsqueeze(-1) * gram.unsqueeze(1)).sum(2)
         dot = cg.gather(2, j).squeeze(-1)
         norm_i = (cg * coef_matrix).sum(-1).clamp_min(0).sqrt()
         norm_j = norm.gather(1, j.squeeze(-1))
@@ -71,7 +74,9 @@ def vaccinate(
         sin_t = (1 - t * t).sqrt()
         sin_phi = (1 - phi * phi).clamp_min(0).sqrt()
         coef = norm_i * (t * sin_phi - phi * sin_t) / (norm_j.clamp_min(tiny) * sin_t)  # line 14
-        coef_matrix.scatter_add_(2, j, torch.where(fix, coef, zero).unsqueeze(-1))
+        coef = torch.where(fix, coef, zero)
+        coef_matrix.scatter_add_(2, j, coef.unsqueeze(-1))
+        cg.add_(coef.unsqueeze(-1) * gram.gather(1, j.expand(n, k, k)))  # + coef * G_k[j, :]
         if beta is not None:  # line 16: every visit, with phi measured before the correction
             new = torch.where(visit, (1 - beta) * phi_hat + beta * phi, phi_hat)
             target.scatter_(2, j, new.unsqueeze(-1))
