@@ -184,8 +184,9 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 merged[key] += value
             merged[f"{direction}:loss"] += log.get("loss", 0.0)
             merged[f"{direction}:ntokens"] += log.get("ntokens", 0)
-            self._losses[direction] += float(log.get("loss", 0.0))
-            self._ntokens[direction] += log.get("ntokens", 0)
+            if self.combiner.name == "gradnorm":  # kept as tensors: no host sync here
+                self._losses[direction] += log.get("loss", 0.0)
+                self._ntokens[direction] += log.get("ntokens", 0)
         return total_loss, total_size, dict(merged)
 
     def _combine(self, model):
@@ -193,9 +194,10 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             return
         losses = None
         if self.combiner.name == "gradnorm":  # per-token loss of each direction
-            losses = torch.tensor(
-                [self._losses[d] / max(self._ntokens[d], 1) for d in self._grads.directions]
-            )
+            losses = torch.stack([
+                torch.as_tensor(self._losses[d], dtype=torch.float32) / max(self._ntokens[d], 1)
+                for d in self._grads.directions
+            ])
         self._grads.combine(self.combiner, self._update_num, losses=losses)
         self._report = self.combiner.last_report
 
