@@ -11,6 +11,9 @@
 #   SAMPLINGS [t5]  e.g. "t1 t5" for the data-imbalance table      SEEDS [1]  e.g. "1 2 3"
 #   MINUTES  training-time budget per run (fairseq --stop-time-hours; unset: the model config's
 #            --max-update)       RUNS [runs/table1-DATA-MODEL]     BEAM [5]
+#   TRAIN_ARGS  more fairseq-train options for every run, e.g. "--max-update 700"
+# On a 2-core CPU, run two of these side by side (different ROWS or SEEDS, same RUNS) with
+# OMP_NUM_THREADS=1 each: two 2-thread trainings on 2 cores slow each other down manyfold.
 # Re-running resumes: a run stopped half-way continues from its checkpoint_last.pt, finished
 # runs (train.done) and evaluations (bleu.json) are skipped.
 set -euo pipefail
@@ -33,7 +36,8 @@ for row in $ROWS; do
     for seed in $SEEDS; do
       dir=$RUNS/${row}_${sampling}_seed$seed
       if [ ! -f "$dir/train.done" ]; then
-        SEED=$seed bash scripts/train.sh "$DATA" "$row" "$sampling" "$MODEL" "$dir"
+        # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
+        SEED=$seed bash scripts/train.sh "$DATA" "$row" "$sampling" "$MODEL" "$dir" ${TRAIN_ARGS:-}
         touch "$dir/train.done"
       fi
       if grep -q '^# bilingual' "configs/methods/$row.args"; then
