@@ -7,11 +7,14 @@
 #   METHOD=multilingual MINUTES=40 bash scripts/demo.sh
 #
 # Environment: METHOD [gradvac_all_layer] (any configs/methods/*.args), SAMPLING [t5],
-# MODEL [small_cpu], MINUTES [10] training budget, SEED [1], BEAM [1],
+# MODEL [small_cpu], MINUTES [10] training budget, OMP_NUM_THREADS [1], SEED [1], BEAM [1],
 # ZERO_SHOT [fr-cs,cs-fr,tr-hi] zero-shot directions to score, RUN [runs/demo-METHOD-SAMPLING].
 # Stop it at any time: the same command resumes from the last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One thread: a 2-thread run next to any other work on 2 cores slows down manyfold (OpenMP
+# threads spin waiting for a descheduled partner; measured, docs/results.md).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 METHOD=${METHOD:-gradvac_all_layer} SAMPLING=${SAMPLING:-t5} MODEL=${MODEL:-small_cpu}
 MINUTES=${MINUTES:-10} BEAM=${BEAM:-1}
 RUN=${RUN:-runs/demo-$METHOD-$SAMPLING}
