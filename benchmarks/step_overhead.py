@@ -107,6 +107,53 @@ def build_corpus(root, vocab, seed=0):
     return {"bin": binary, "lang_dict": lang_dict, "directions": directions}
 
 
+# --------------------------------------------------------------------------- machine noise
+class ForeignLoad:
+    """CPU time other processes (and the hypervisor's steal) took while we ran, Linux only.
+
+    foreign = (busy jiffies of the whole machine) - (our process's jiffies), as a fraction
+    of the machine's capacity over the interval. On a 2-core machine a second busy
+    process does not just take its share: torch's OpenMP threads wait at every parallel
+    region for a descheduled partner thread, so a variant with more (smaller) ops slows
+    down far more than one with fewer. Updates that ran beside such load are flagged.
+    """
+
+    def __init__(self):
+        self.ok = os.path.exists("/proc/stat") and os.path.exists("/proc/self/stat")
+        self.hz = os.sysconf("SC_CLK_TCK") if self.ok else 100
+        self.ncpu = os.cpu_count() or 1
+
+    def _read(self):
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        busy = sum(v) - v[3] - v[4]  # all but idle and iowait (steal counts as busy)
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        own = int(fields[11]) + int(fields[12])  # utime + stime
+        return busy, own, time.perf_counter()
+
+    def start(self):
+        return self._read() if self.ok else None
+
+    def stop(self, mark):
+        """Foreign load over the interval, as a fraction of the whole machine (0..1)."""
+        if mark is None:
+            return float("nan")
+        busy, own, t = self._read()
+        capacity = (t - mark[2]) * self.hz * self.ncpu
+        return max(0.0, ((busy - mark[0]) - (own - mark[1])) / max(capacity, 1e-9))
+
+
+FOREIGN = ForeignLoad()
+
+# What a "ms" is: wall-clock time (default), or --clock cpu: this process's CPU time
+# (all threads). With --threads 1 the CPU time does not grow when other processes take
+# the cores, so it compares the variants on a busy machine; with more threads it counts
+# OpenMP's spin-waiting too.
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter
+
+
 # --------------------------------------------------------------------------- fairseq objects
 def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens):
     from fairseq import options
@@ -147,9 +194,10 @@ class Variant:
         self.updates = 0
 
     def update(self, batch, sync):
-        """One update as fairseq's Trainer.train_step does it; returns seconds."""
+        """One update as fairseq's Trainer.train_step does it; returns (seconds, foreign load)."""
         sync()
-        start = time.perf_counter()
+        mark = FOREIGN.start()
+        start = clock()
         self.model.train()
         self.criterion.train()
         self.optimizer.zero_grad()
@@ -164,8 +212,9 @@ class Variant:
             raise FloatingPointError("gradients are Nan/Inf")
         self.task.optimizer_step(self.optimizer, model=self.model, update_num=self.updates)
         sync()
+        seconds = clock() - start
         self.updates += 1
-        return time.perf_counter() - start
+        return seconds, FOREIGN.stop(mark)
 
 
 def make_batches(task, n, max_tokens, device, seed=0):
@@ -196,6 +245,24 @@ def make_batches(task, n, max_tokens, device, seed=0):
 
 
 # --------------------------------------------------------------------------- timing
+def quiet_reps(run_rep, want, max_reps, threshold, label="rep"):
+    """Run reps until ``want`` of them ran beside at most ``threshold`` foreign load.
+
+    run_rep(i) -> {name: (seconds, foreign)}. Returns (all reps, quiet reps).
+    """
+    done, quiet = [], []
+    while len(quiet) < want and len(done) < max_reps:
+        rep = run_rep(len(done))
+        done.append(rep)
+        foreign = max(f for _, f in rep.values())
+        ok = not foreign > threshold  # NaN (no /proc) counts as quiet
+        if ok:
+            quiet.append(rep)
+        print(f"  {label} {len(done)}: " + ", ".join(f"{k} {t * 1e3:.0f}" for k, (t, _) in rep.items())
+              + f" ms; foreign load {foreign:.0%}" + ("" if ok else " (noisy, not counted)"), flush=True)
+    return done, quiet
+
+
 def bench(size, shape, corpus, args, device, sync):
     variants = [Variant(label, corpus, shape, t, c, g, args.max_tokens, device) for label, t, c, g in VARIANTS]
     nparams = sum(p.numel() for p in variants[0].model.parameters())
@@ -211,26 +278,32 @@ def bench(size, shape, corpus, args, device, sync):
     )
     for v in variants:  # warm-up: buffers, allocator, first-call costs
         v.update(batches[0][1] if v.split else batches[0][0], sync)
-    times = defaultdict(list)
-    ratios = defaultdict(list)
     rng = random.Random(1)
-    for rep in range(args.reps):
-        mixed, split = batches[rep % len(batches)]
+
+    def run_rep(i):
+        mixed, split = batches[i % len(batches)]
         order = list(variants)
-        rng.shuffle(order)
+        rng.shuffle(order)  # interleaved, in a fresh order every rep
         t = {v.label: v.update(split if v.split else mixed, sync) for v in order}
-        for label, s in t.items():
-            times[label].append(s)
-            ratios[label].append(s / t["stock"])
-        print(f"  rep {rep + 1}/{args.reps}: " + ", ".join(f"{v.label} {t[v.label] * 1e3:.0f}" for v in variants), flush=True)
-    rows = [(v.label, statistics.median(times[v.label]) * 1e3, statistics.median(ratios[v.label])) for v in variants]
-    return rows, variants, batches, nparams
+        return {v.label: t[v.label] for v in variants}
+
+    done, quiet = quiet_reps(run_rep, args.reps, args.max_reps, args.quiet)
+    used = quiet if len(quiet) >= min(3, args.reps) else done
+    note = (f"{len(used)} quiet reps of {len(done)}" if used is quiet
+            else f"all {len(done)} reps: only {len(quiet)} were quiet, the medians include noisy ones")
+    rows = []
+    for v in variants:
+        ms = statistics.median(rep[v.label][0] for rep in used) * 1e3
+        ratio = statistics.median(rep[v.label][0] / rep["stock"][0] for rep in used)
+        rows.append((v.label, ms, ratio))
+    return rows, note, variants, batches
 
 
-def print_table(size, rows):
-    print(f"\n{size}: variant              ms/update (median)   ratio vs stock (median of per-rep ratios)")
+def print_table(size, rows, note):
+    print(f"\n{size} ({note}):")
+    print(f"  {'variant':<20} {'ms/update (median)':>19}   ratio vs stock (median of per-rep ratios)")
     for label, ms, ratio in rows:
-        print(f"  {label:<20} {ms:>12.1f}         {ratio:.3f}x")
+        print(f"  {label:<20} {ms:>19.1f}   {ratio:.3f}x")
 
 
 # --------------------------------------------------------------------------- profile
@@ -242,12 +315,12 @@ def _timed(cls_or_module, name, bucket, sync):
 
     def wrapper(*a, **kw):
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         try:
             return orig(*a, **kw)
         finally:
             sync()
-            bucket[name] += time.perf_counter() - t0
+            bucket[name] += clock() - t0
 
     setattr(cls_or_module, name, wrapper)
     try:
@@ -259,7 +332,7 @@ def _timed(cls_or_module, name, bucket, sync):
             delattr(cls_or_module, name)
 
 
-def profile(size, variants, batches, reps, sync):
+def profile(size, variants, batches, args, sync):
     """Phase breakdown of stock vs gradvac all_layer, plus an op-level torch.profiler diff."""
     from fairseq.tasks import FairseqTask
 
@@ -269,9 +342,8 @@ def profile(size, variants, batches, reps, sync):
 
     stock = next(v for v in variants if v.label == "stock")
     ours = next(v for v in variants if v.label == "gradvac all_layer")
-    phases = defaultdict(lambda: defaultdict(list))
 
-    def one(v, batch):
+    def phases(v, batch):
         bucket = defaultdict(float)
         with contextlib.ExitStack() as stack:
             stack.enter_context(_timed(FairseqTask, "train_step", bucket, sync))
@@ -282,71 +354,94 @@ def profile(size, variants, batches, reps, sync):
             opt = v.optimizer
             for name in ("zero_grad", "all_reduce_grads", "multiply_grads", "clip_grad_norm", "step"):
                 stack.enter_context(_timed(opt, name, bucket, sync))  # instance attributes
-            bucket["total"] = v.update(batch, sync)
-        return bucket
+            bucket["total"], foreign = v.update(batch, sync)
+        return bucket, foreign
 
     def split_control(batch):
-        """The K per-direction forward/backward passes alone: plain fresh .grad each time."""
+        """The K per-direction forward/backward passes alone, each into fresh .grad tensors."""
         sync()
-        t0 = time.perf_counter()
+        mark = FOREIGN.start()
+        t0 = clock()
         for b in batch.values():
             stock.optimizer.zero_grad()
             FairseqTask.train_step(stock.task, b, stock.model, stock.criterion, stock.optimizer, 0)
         sync()
+        seconds = clock() - t0
+        foreign = FOREIGN.stop(mark)
         stock.optimizer.zero_grad()
-        return time.perf_counter() - t0
+        return {"train_step": seconds}, foreign
 
-    for rep in range(reps):
-        mixed, split = batches[rep % len(batches)]
-        for v in ((stock, ours) if rep % 2 else (ours, stock)):
-            for name, s in one(v, split if v.split else mixed).items():
-                phases[v.label][name].append(s)
-        phases["split control"]["train_step"].append(split_control(split))
-    med = {lab: {n: statistics.median(s) * 1e3 for n, s in d.items()} for lab, d in phases.items()}
-    st, gvp = med["stock"], med["gradvac all_layer"]
-    ctrl = med["split control"]["train_step"]
+    buckets = {}
+
+    def run_rep(i):
+        mixed, split = batches[i % len(batches)]
+        out = {}
+        for name, fn in [("stock", lambda: phases(stock, mixed)), ("ours", lambda: phases(ours, split)),
+                         ("control", lambda: split_control(split))][:: 1 if i % 2 else -1]:
+            bucket, foreign = fn()
+            buckets.setdefault(name, []).append(bucket)
+            out[name] = (sum(bucket.values()) if name == "control" else bucket["total"], foreign)
+        return out
+
+    print(f"\n{size}: profile, phases timed one by one (stock / gradvac all_layer / split control)")
+    done, quiet = quiet_reps(run_rep, args.profile_reps, args.max_reps, args.quiet, "profile rep")
+    keep = [i for i, rep in enumerate(done) if any(rep is q for q in quiet)] or list(range(len(done)))
+    med = {name: defaultdict(float) for name in buckets}
+    for name, bs in buckets.items():
+        for key in set().union(*bs):
+            med[name][key] = statistics.median(bs[i].get(key, 0.0) for i in keep) * 1e3
+    st, gvp, ctrl = med["stock"], med["ours"], med["control"]["train_step"]
     k = len(batches[0][1])
-    print(f"\n{size}: where the time goes (median ms over {reps} updates each, wall clock per phase)")
+    rest = gvp["all_reduce_grads"] - gvp["gram"] - gvp["vaccinate"] - gvp["weighted_sum"]
+    print(f"\n{size}: where the time goes (median ms over {len(keep)} updates each, wall clock per phase)")
     lines = [
         ("forward+backward, stock: 1 mixed batch", st["train_step"], None),
-        (f"forward+backward, {k} direction batches, fresh .grad each (control)", ctrl, ctrl - st["train_step"]),
-        (f"forward+backward into the [K,P] rows (ours)", gvp["train_step"], gvp["train_step"] - ctrl),
-        ("zeroing rows at first use (DirectionGradients.select)", gvp.get("select", 0.0), gvp.get("select", 0.0)),
-        ("Gram matrices (ParameterGroups.gram)", gvp.get("gram", 0.0), gvp.get("gram", 0.0)),
-        ("Algorithm 1 on the Gram matrices (vaccinate)", gvp.get("vaccinate", 0.0), gvp.get("vaccinate", 0.0)),
-        ("weighted sum (ParameterGroups.weighted_sum)", gvp.get("weighted_sum", 0.0), gvp.get("weighted_sum", 0.0)),
-        ("rest of all_reduce_grads (order, EMA, report)",
-         gvp["all_reduce_grads"] - gvp.get("gram", 0) - gvp.get("vaccinate", 0) - gvp.get("weighted_sum", 0), None),
-        ("zero_grad, stock / ours", st["zero_grad"], gvp["zero_grad"] - st["zero_grad"]),
-        ("multiply_grads, stock / ours", st["multiply_grads"], gvp["multiply_grads"] - st["multiply_grads"]),
-        ("clip_grad_norm, stock / ours", st["clip_grad_norm"], gvp["clip_grad_norm"] - st["clip_grad_norm"]),
-        ("Adam step, stock / ours", st["step"], gvp["step"] - st["step"]),
-        ("whole update, stock / ours", st["total"], gvp["total"] - st["total"]),
+        (f"forward+backward, the {k} direction batches, fresh .grad each (control)", ctrl, ctrl - st["train_step"]),
+        ("forward+backward into the [K,P] rows (ours)", gvp["train_step"], gvp["train_step"] - ctrl),
+        ("zeroing each row at first use (DirectionGradients.select)", gvp["select"], gvp["select"]),
+        ("Gram matrices (ParameterGroups.gram)", gvp["gram"], gvp["gram"]),
+        ("Algorithm 1 on the Gram matrices (vaccinate)", gvp["vaccinate"], gvp["vaccinate"]),
+        ("weighted sum (ParameterGroups.weighted_sum)", gvp["weighted_sum"], gvp["weighted_sum"]),
+        ("rest of all_reduce_grads (visit order, EMA, report)", rest, rest),
+        ("zero_grad", st["zero_grad"], gvp["zero_grad"] - st["zero_grad"]),
+        ("multiply_grads", st["multiply_grads"], gvp["multiply_grads"] - st["multiply_grads"]),
+        ("clip_grad_norm", st["clip_grad_norm"], gvp["clip_grad_norm"] - st["clip_grad_norm"]),
+        ("Adam step", st["step"], gvp["step"] - st["step"]),
+        ("whole update", st["total"], gvp["total"] - st["total"]),
     ]
-    lines[7] = (lines[7][0], lines[7][1], lines[7][1])
-    print(f"  {'phase':<72} {'ms':>9} {'extra ms':>9}")
+    print(f"  {'phase':<72} {'stock ms':>9} {'extra ms':>9}")
     for name, ms, extra in lines:
         print(f"  {name:<72} {ms:>9.1f} {'' if extra is None else f'{extra:>+9.1f}'}")
-    print("  ('extra' of the control: the cost of splitting the batch by direction; of ours: "
-          "accumulating into the rows instead of fresh .grad tensors, over the control; "
-          "the row zeroing is outside these forward+backward lines)")
+    print("  (extra: ours minus stock; for the control, what splitting the batch by direction costs; "
+          "for ours' forward+backward, what accumulating into the rows costs over the control. "
+          "The first column is the stock's time, or ours' where the stock has no such phase.)")
 
-    # Op level: one update each under torch.profiler, ops by extra self time.
+    # Op level: one update each under torch.profiler (retried until both ran quietly).
     from torch.profiler import ProfilerActivity, profile as tprofile
 
     def op_table(v, batch):
         with tprofile(activities=[ProfilerActivity.CPU]) as prof:
-            v.update(batch, sync)
-        return {e.key: (e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages()}
+            _, foreign = v.update(batch, sync)
+        return {e.key: (e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages()}, foreign
 
     mixed, split = batches[0]
-    a, b = op_table(stock, mixed), op_table(ours, split)
+    for attempt in range(args.max_reps):
+        (a, fa), (b, fb) = op_table(stock, mixed), op_table(ours, split)
+        if not max(fa, fb) > args.quiet:
+            break
     diff = sorted(((b.get(key, (0, 0))[0] - a.get(key, (0, 0))[0], key) for key in set(a) | set(b)), reverse=True)
-    print(f"\n{size}: torch.profiler, self CPU ms of one update, ops with the largest extra time (ours - stock)")
+    print(f"\n{size}: torch.profiler, self CPU ms of one update each (foreign load {max(fa, fb):.0%}), "
+          "ops by extra time (ours - stock)")
     print(f"  {'op':<48} {'stock ms':>9} {'calls':>6} {'ours ms':>9} {'calls':>6} {'extra':>8}")
-    for d, key in diff[:14]:
+    def row(d, key):
         (sa, ca), (sb, cb) = a.get(key, (0, 0)), b.get(key, (0, 0))
         print(f"  {key[:48]:<48} {sa:>9.1f} {ca:>6} {sb:>9.1f} {cb:>6} {d:>+8.1f}")
+
+    for d, key in diff[: args.profile_ops]:
+        row(d, key)
+    print("  ... ops where ours took less time:")
+    for d, key in diff[::-1][: max(3, args.profile_ops // 3)][::-1]:
+        row(d, key)
     print(f"  {'(all ops)':<48} {sum(x for x, _ in a.values()):>9.1f} {sum(c for _, c in a.values()):>6} "
           f"{sum(x for x, _ in b.values()):>9.1f} {sum(c for _, c in b.values()):>6}")
 
@@ -357,11 +452,21 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny model, small batches, 3 reps (smoke run)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--sizes", default=None, help="comma-separated: small,base (default both)")
-    parser.add_argument("--reps", type=int, default=None, help="timed updates per variant (default: small 15, base 5)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="quiet reps (one timed update per variant) to collect (default: small 15, base 7)")
+    parser.add_argument("--max-reps", type=int, default=None, help="give up collecting quiet reps after this many (default 3 x --reps)")
+    parser.add_argument("--quiet", type=float, default=None,
+                        help="a rep counts if other processes took at most this share of the machine's CPU "
+                             "while it ran (default 0.05; 1, i.e. every rep, with --clock cpu)")
+    parser.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                        help="wall-clock time, or this process's CPU time (robust to other processes "
+                             "with --threads 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--batches", type=int, default=4, help="distinct batches cycled over the reps")
     parser.add_argument("--max-tokens", type=int, default=None, help="batch size (default 4096; --quick 1024)")
     parser.add_argument("--profile", action="store_true", help="also break the time down (phases, ops)")
-    parser.add_argument("--profile-reps", type=int, default=3)
+    parser.add_argument("--profile-reps", type=int, default=3, help="quiet updates per phase breakdown")
+    parser.add_argument("--profile-ops", type=int, default=16, help="ops listed in the torch.profiler diff")
     parser.add_argument("--workdir", default=None, help="keep the generated corpora here (default: a temp dir)")
     args = parser.parse_args()
 
@@ -369,7 +474,13 @@ def main():
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sizes = ["tiny"] if args.quick else (args.sizes or "small,base").split(",")
     args.max_tokens = args.max_tokens or (1024 if args.quick else 4096)
-    default_reps = {"tiny": 3, "small": 15, "base": 5}
+    default_reps = {"tiny": 3, "small": 15, "base": 7}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    global clock
+    clock = CLOCK[args.clock]
+    if args.quiet is None:
+        args.quiet = 1.0 if args.clock == "cpu" else 0.05
 
     import fairseq  # noqa: F401
     import logging
@@ -380,7 +491,8 @@ def main():
     print(f"step_overhead: {datetime.date.today()}, torch {torch.__version__}, fairseq {fairseq.__version__}, "
           f"python {platform.python_version()}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else
-             f", {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"))
+             f", {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")
+          + f"; times: {'wall clock' if args.clock == 'wall' else 'process CPU time'}")
     print("command: python " + " ".join(sys.argv))
     workdir = args.workdir or tempfile.mkdtemp(prefix="step_overhead_")
     results = {}
@@ -394,19 +506,19 @@ def main():
             corpus = {"bin": os.path.join(root, "bin"), "lang_dict": os.path.join(root, "langs.txt"),
                       "directions": directions}
             reps = args.reps or default_reps[size]
-            run_args = argparse.Namespace(**{**vars(args), "reps": reps})
-            rows, variants, batches, _ = bench(size, shape, corpus, run_args, device, sync)
-            results[size] = rows
-            print_table(size, rows)
+            run_args = argparse.Namespace(**{**vars(args), "reps": reps, "max_reps": args.max_reps or 3 * reps})
+            rows, note, variants, batches = bench(size, shape, corpus, run_args, device, sync)
+            results[size] = rows, note
+            print_table(size, rows, note)
             if args.profile:
-                profile(size, variants, batches, args.profile_reps, sync)
+                profile(size, variants, batches, run_args, sync)
             del variants, batches
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print("\nsummary (ms/update median, ratio vs stock):")
-    for size, rows in results.items():
-        print(f"  {size:<6} " + " | ".join(f"{label} {ms:.0f} ms {r:.3f}x" for label, ms, r in rows))
+    for size, (rows, note) in results.items():
+        print(f"  {size:<6} " + " | ".join(f"{label} {ms:.0f} ms {r:.3f}x" for label, ms, r in rows) + f"  ({note})")
 
 
 if __name__ == "__main__":
