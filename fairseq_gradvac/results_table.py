@@ -70,17 +70,25 @@ def _per_seed(seeds, directions):
     return out
 
 
+def _present(runs):
+    return {d for seeds in runs.values() for s in seeds for d in s}
+
+
 def table1(runs, langs, zero_shot):
-    en_any = [f"en-{l}" for l in langs]
-    any_en = [f"{l}-en" for l in langs]
-    head = en_any + ["En->Any avg"] + any_en + ["Any->En avg"] + (zero_shot and ["zero-shot avg"])
+    present = _present(runs)  # a side no run trained (e.g. En->Any only) gets no columns
+    en_any = [f"en-{l}" for l in langs if f"en-{l}" in present]
+    any_en = [f"{l}-en" for l in langs if f"{l}-en" in present]
+    head = (en_any and en_any + ["En->Any avg"]) + (any_en and any_en + ["Any->En avg"])
+    head += zero_shot and ["zero-shot avg"]
     lines = ["| row | T | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
     known = [r for r, _ in ROW_ORDER]
     rows = sorted(runs, key=lambda k: (known.index(k[0]) if k[0] in known else len(known), k[0], k[1]))
     for row, sampling in rows:
         seeds = runs[(row, sampling)]
-        cells = [_cell(_per_seed(seeds, [d])) for d in en_any] + [_cell(_per_seed(seeds, en_any))]
-        cells += [_cell(_per_seed(seeds, [d])) for d in any_en] + [_cell(_per_seed(seeds, any_en))]
+        cells = []
+        for side in (en_any, any_en):
+            if side:
+                cells += [_cell(_per_seed(seeds, [d])) for d in side] + [_cell(_per_seed(seeds, side))]
         if zero_shot:
             cells.append(_cell(_per_seed(seeds, zero_shot)))
         name = dict(ROW_ORDER).get(row, row)
@@ -95,9 +103,12 @@ def table1(runs, langs, zero_shot):
 def imbalance_table(runs, levels, rows=("multilingual", "gradvac_all_layer")):
     """The paper's High/Med/Low table: rows are (method, T), averages per resource level."""
     lines = []
+    present = _present(runs)
     for side, fmt in (("Any->En", "{}-en"), ("En->Any", "en-{}")):
         groups = {name: [fmt.format(l) for l in ls] for name, ls in levels.items() if ls}
         every = [d for ds in groups.values() for d in ds]
+        if not present & set(every):
+            continue
         lines += [f"| {side} | " + " | ".join(groups) + " | All |", "|---|" + "---:|" * (len(groups) + 1)]
         for (row, sampling), seeds in sorted(runs.items()):
             if row not in rows:
