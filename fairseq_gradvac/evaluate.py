@@ -36,7 +36,8 @@ def checkpoint_task_options(path):
     return options
 
 
-def generate_command(checkpoint, options, direction, beam, max_tokens, post_process, subset="test"):
+def generate_command(checkpoint, options, direction, beam, max_tokens, post_process, subset="test",
+                     max_len=(1.5, 10)):
     src, tgt = direction.split("-")
     cmd = [
         sys.executable, "-m", "fairseq_cli.generate", options["data"],
@@ -46,6 +47,9 @@ def generate_command(checkpoint, options, direction, beam, max_tokens, post_proc
         "--beam", str(beam), "--max-tokens", str(max_tokens),
         # fairseq drops the last partial batch when batches must be multiples of 8.
         "--required-batch-size-multiple", "1", "--scoring", "sacrebleu",
+        # Hypotheses of at most a * source length + b tokens: an undertrained model that
+        # never emits </s> would otherwise decode 200 tokens per sentence.
+        "--max-len-a", str(max_len[0]), "--max-len-b", str(max_len[1]),
     ]
     if options.get("encoder_langtok"):
         cmd += ["--encoder-langtok", options["encoder_langtok"]]
