@@ -33,5 +33,6 @@ echo "[demo] 3/4 training $METHOD ($SAMPLING, $MODEL) for $MINUTES minutes -> $R
 }
 echo "[demo] 4/4 BLEU on the test set ($LANG_PAIRS; zero-shot $ZERO_SHOT)"
 python3 -m fairseq_gradvac.evaluate --checkpoint "$RUN/checkpoint_best.pt" --directions "$LANG_PAIRS" \
-  --zero-shot "$ZERO_SHOT" --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" --out "$RUN/bleu"
+  --zero-shot "$ZERO_SHOT" --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" \
+  --max-len-a 2 --max-len-b 20 --out "$RUN/bleu"  # a short run's model rarely stops by itself
 echo "[demo] table written to $RUN/bleu.md and $RUN/bleu.json"
