@@ -393,7 +393,8 @@ def profile(size, variants, batches, args, sync):
     st, gvp, ctrl = med["stock"], med["ours"], med["control"]["train_step"]
     k = len(batches[0][1])
     rest = gvp["all_reduce_grads"] - gvp["gram"] - gvp["vaccinate"] - gvp["weighted_sum"]
-    print(f"\n{size}: where the time goes (median ms over {len(keep)} updates each, wall clock per phase)")
+    what = "wall clock" if clock is time.perf_counter else "process CPU time"
+    print(f"\n{size}: where the time goes (median ms over {len(keep)} updates each, {what} per phase)")
     lines = [
         ("forward+backward, stock: 1 mixed batch", st["train_step"], None),
         (f"forward+backward, the {k} direction batches, fresh .grad each (control)", ctrl, ctrl - st["train_step"]),
