@@ -100,8 +100,9 @@ def table1(runs, langs, zero_shot):
     return "\n".join(lines)
 
 
-def imbalance_table(runs, levels, rows=("multilingual", "gradvac_all_layer")):
-    """The paper's High/Med/Low table: rows are (method, T), averages per resource level."""
+def imbalance_table(runs, levels, rows=("multilingual", "pcgrad_all_layer", "gradvac_all_layer")):
+    """The paper's High/Med/Low table: rows are (method, T), averages per resource level,
+    in the paper's order (multilingual at each T first, then the methods)."""
     lines = []
     present = _present(runs)
     for side, fmt in (("Any->En", "{}-en"), ("En->Any", "en-{}")):
@@ -110,9 +111,9 @@ def imbalance_table(runs, levels, rows=("multilingual", "gradvac_all_layer")):
         if not present & set(every):
             continue
         lines += [f"| {side} | " + " | ".join(groups) + " | All |", "|---|" + "---:|" * (len(groups) + 1)]
-        for (row, sampling), seeds in sorted(runs.items()):
-            if row not in rows:
-                continue
+        for row, sampling in sorted((k for k in runs if k[0] in rows),
+                                    key=lambda k: (rows.index(k[0]), int(k[1][1:]))):
+            seeds = runs[(row, sampling)]
             cells = [_cell(_per_seed(seeds, ds)) for ds in groups.values()] + [_cell(_per_seed(seeds, every))]
             label = f"T={sampling[1:]}" if row == "multilingual" else f"{dict(ROW_ORDER).get(row, row)} T={sampling[1:]}"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
