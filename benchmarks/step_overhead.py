@@ -36,6 +36,7 @@ import datetime
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -194,8 +195,13 @@ class Variant:
         self.updates = 0
 
     def update(self, batch, sync):
-        """One update as fairseq's Trainer.train_step does it; returns (seconds, foreign load)."""
+        """One update as fairseq's Trainer.train_step does it; returns (seconds, foreign load).
+
+        ``self.last_sys``: the kernel time of the update (mostly page faults of fresh
+        allocations), from getrusage.
+        """
         sync()
+        sys0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         mark = FOREIGN.start()
         start = clock()
         self.model.train()
@@ -213,6 +219,7 @@ class Variant:
         self.task.optimizer_step(self.optimizer, model=self.model, update_num=self.updates)
         sync()
         seconds = clock() - start
+        self.last_sys = resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys0
         self.updates += 1
         return seconds, FOREIGN.stop(mark)
 
@@ -248,25 +255,26 @@ def make_batches(task, n, max_tokens, device, seed=0):
 def quiet_reps(run_rep, want, max_reps, threshold, label="rep"):
     """Run reps until ``want`` of them ran beside at most ``threshold`` foreign load.
 
-    run_rep(i) -> {name: (seconds, foreign)}. Returns (all reps, quiet reps).
+    run_rep(i) -> {name: (seconds, foreign, ...)}. Returns (all reps, quiet reps).
     """
     done, quiet = [], []
     while len(quiet) < want and len(done) < max_reps:
         rep = run_rep(len(done))
         done.append(rep)
-        foreign = max(f for _, f in rep.values())
+        foreign = max(r[1] for r in rep.values())
         ok = not foreign > threshold  # NaN (no /proc) counts as quiet
         if ok:
             quiet.append(rep)
-        print(f"  {label} {len(done)}: " + ", ".join(f"{k} {t * 1e3:.0f}" for k, (t, _) in rep.items())
+        print(f"  {label} {len(done)}: " + ", ".join(f"{k} {r[0] * 1e3:.0f}" for k, r in rep.items())
               + f" ms; foreign load {foreign:.0%}" + ("" if ok else " (noisy, not counted)"), flush=True)
     return done, quiet
 
 
 def bench(size, shape, corpus, args, device, sync):
-    variants = [Variant(label, corpus, shape, t, c, g, args.max_tokens, device) for label, t, c, g in VARIANTS]
+    chosen = [v for v in VARIANTS if v[0] == "stock" or v[0] in args.variants]
+    variants = [Variant(label, corpus, shape, t, c, g, args.max_tokens, device) for label, t, c, g in chosen]
     nparams = sum(p.numel() for p in variants[0].model.parameters())
-    batches = make_batches(variants[1].task, args.batches, args.max_tokens, device)
+    batches = make_batches(variants[-1].task, args.batches, args.max_tokens, device)
     mixed0, split0 = batches[0]
     print(
         f"\n[{size}] d={shape['dim']}, {shape['layers']}+{shape['layers']} layers, ffn {shape['ffn']}, "
@@ -284,7 +292,7 @@ def bench(size, shape, corpus, args, device, sync):
         mixed, split = batches[i % len(batches)]
         order = list(variants)
         rng.shuffle(order)  # interleaved, in a fresh order every rep
-        t = {v.label: v.update(split if v.split else mixed, sync) for v in order}
+        t = {v.label: v.update(split if v.split else mixed, sync) + (v.last_sys,) for v in order}
         return {v.label: t[v.label] for v in variants}
 
     done, quiet = quiet_reps(run_rep, args.reps, args.max_reps, args.quiet)
@@ -295,15 +303,18 @@ def bench(size, shape, corpus, args, device, sync):
     for v in variants:
         ms = statistics.median(rep[v.label][0] for rep in used) * 1e3
         ratio = statistics.median(rep[v.label][0] / rep["stock"][0] for rep in used)
-        rows.append((v.label, ms, ratio))
+        kernel = statistics.median(rep[v.label][2] for rep in used) * 1e3
+        rows.append((v.label, ms, ratio, kernel))
     return rows, note, variants, batches
 
 
 def print_table(size, rows, note):
     print(f"\n{size} ({note}):")
-    print(f"  {'variant':<20} {'ms/update (median)':>19}   ratio vs stock (median of per-rep ratios)")
-    for label, ms, ratio in rows:
-        print(f"  {label:<20} {ms:>19.1f}   {ratio:.3f}x")
+    print(f"  {'variant':<20} {'ms/update (median)':>19} {'ratio vs stock':>15} {'kernel ms':>10}")
+    for label, ms, ratio, kernel in rows:
+        print(f"  {label:<20} {ms:>19.1f} {ratio:>14.3f}x {kernel:>10.0f}")
+    print("  (ratio: median of the per-rep ratios; kernel: system CPU time of the update, "
+          "mostly page faults of fresh allocations)")
 
 
 # --------------------------------------------------------------------------- profile
@@ -462,6 +473,9 @@ def main():
     parser.add_argument("--clock", choices=sorted(CLOCK), default="wall",
                         help="wall-clock time, or this process's CPU time (robust to other processes "
                              "with --threads 1)")
+    parser.add_argument("--variants", default="sum,pcgrad,gradvac",
+                        help="comma-separated variants to time besides stock: sum, pcgrad, gradvac "
+                             "(fewer variants: less memory)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--batches", type=int, default=4, help="distinct batches cycled over the reps")
     parser.add_argument("--max-tokens", type=int, default=None, help="batch size (default 4096; --quick 1024)")
@@ -470,6 +484,11 @@ def main():
     parser.add_argument("--profile-ops", type=int, default=16, help="ops listed in the torch.profiler diff")
     parser.add_argument("--workdir", default=None, help="keep the generated corpora here (default: a temp dir)")
     args = parser.parse_args()
+    names = {v[0].split()[0]: v[0] for v in VARIANTS[1:]}
+    unknown = {v.strip() for v in args.variants.split(",")} - set(names)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {sorted(names)}")
+    args.variants = [names[v.strip()] for v in args.variants.split(",")]
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -511,15 +530,17 @@ def main():
             rows, note, variants, batches = bench(size, shape, corpus, run_args, device, sync)
             results[size] = rows, note
             print_table(size, rows, note)
-            if args.profile:
+            if args.profile and "gradvac all_layer" in args.variants:
                 profile(size, variants, batches, run_args, sync)
+            elif args.profile:
+                print("--profile compares stock with gradvac all_layer: add gradvac to --variants")
             del variants, batches
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print("\nsummary (ms/update median, ratio vs stock):")
     for size, (rows, note) in results.items():
-        print(f"  {size:<6} " + " | ".join(f"{label} {ms:.0f} ms {r:.3f}x" for label, ms, r in rows) + f"  ({note})")
+        print(f"  {size:<6} " + " | ".join(f"{label} {ms:.0f} ms {r:.3f}x" for label, ms, r, _ in rows) + f"  ({note})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""The benchmark scripts run end to end (smoke runs; their timings are not checked here)."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_combine_benchmark_prints_every_method():
+    out = _run("benchmarks/combine.py", "--quick", "--tasks", "3", "--granularities", "all_layer",
+               "--reps", "1", "--slow-reps", "1", "--threads", "1")
+    for method in ("sum", "engine", "torchjd", "libmtl"):
+        assert method in out
+
+
+def test_step_overhead_benchmark_times_the_chosen_variants():
+    out = _run("benchmarks/step_overhead.py", "--quick", "--variants", "gradvac", "--threads", "1")
+    summary = out[out.index("summary"):]
+    assert "stock" in summary and "gradvac all_layer" in summary and "pcgrad" not in summary
+
+
+def test_step_overhead_benchmark_refuses_an_unknown_variant():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "benchmarks/step_overhead.py", "--quick", "--variants", "gradvax"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown variants ['gradvax']" in proc.stderr
