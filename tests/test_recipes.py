@@ -84,3 +84,22 @@ def test_reproduce_table1_trains_evaluates_and_prints_the_table(corpus, tmp_path
     # A second run finds everything done: no training, no generation.
     again = _bash("reproduce_table1.sh", env=env)
     assert again.returncode == 0 and "[train]" not in again.stdout and "[evaluate]" not in again.stdout
+
+
+def test_model_shape_benchmark_trains_each_shape_and_tabulates(corpus, tmp_path):
+    env = dict(os.environ, DATA=corpus["config"], MINUTES="0.05", SHAPES="d16 d32", OUT=str(tmp_path))
+    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "model_shape.sh")], cwd=ROOT,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = [l.split("|")[1:-1] for l in proc.stdout.splitlines() if l.startswith("| d")]
+    assert [r[0].strip() for r in rows] == ["d16", "d32"]
+    params = [int(r[1].replace(",", "")) for r in rows]
+    assert params[0] < params[1]
+    assert all(float(r[4]) > 0 for r in rows)  # each reached a validation loss
+
+
+def test_model_shape_benchmark_refuses_an_odd_number_of_shapes(tmp_path):
+    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "model_shape.sh")], cwd=ROOT,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, SHAPES="d16 d32 d64", OUT=str(tmp_path)))
+    assert proc.returncode == 2 and "even number" in proc.stderr
