@@ -21,3 +21,16 @@ def test_similarity_matrix_and_pngs(tmp_path):
     for suffix in ("_similarity.png", "_losses.png"):
         with open(tmp_path / f"run{suffix}", "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_line_prints_no_debug_flood(tmp_path):
+    """Importing fairseq sets the root logger to DEBUG; the package undoes it."""
+    import subprocess
+    import sys
+    log = tmp_path / "train.log"
+    log.write_text("".join(LINE.format(u=u, l=10 - u / 50, c=0.1) for u in (50, 100)))
+    proc = subprocess.run([sys.executable, "-m", "fairseq_gradvac.plot", str(log), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run_similarity.png").exists()
+    assert "DEBUG" not in proc.stderr
