@@ -56,7 +56,7 @@ def main(argv=None):
     written = []
     directions, matrix = similarity_matrix(records, a.last)
     if directions:
-        fig, ax = plt.subplots(figsize=(1 + 0.7 * len(directions), 0.8 + 0.6 * len(directions)))
+        fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.7 * len(directions)), 1.2 + 0.6 * len(directions)))
         image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
         ax.set_xticks(range(len(directions)), directions, rotation=45, ha="right")
         ax.set_yticks(range(len(directions)), directions)
@@ -64,7 +64,7 @@ def main(argv=None):
             for j, v in enumerate(row):
                 if v == v:
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
-        ax.set_title(f"cos(g'_row, g_col) before correction, last {min(a.last, len(records))} logs")
+        ax.set_title(f"gradient cosine (row vs column)\nbefore correction, last {min(a.last, len(records))} logs", fontsize=9)
         fig.colorbar(image, ax=ax, shrink=0.8)
         fig.tight_layout()
         fig.savefig(a.out + "_similarity.png", dpi=120)
