@@ -256,8 +256,11 @@ def test_engine_fp32_close_to_algorithm1():
 @pytest.mark.parametrize("beta", [0.5, 1e-2])
 def test_engine_matches_torchjd_gradvac_per_group(beta):
     """torchjd's GradVac, one GradVacWeighting per group (its grouping recipe), on 2 tasks:
-    the order cannot differ, so outputs and EMA states must agree step after step."""
-    groups = ParameterGroups.from_sizes([12, 12, 30, 5])
+    the order cannot differ, so outputs and EMA states must agree step after step. The
+    caller lays the flat gradient out in the order of the sizes it gave."""
+    sizes = [30, 12, 5, 12, 12]
+    groups = ParameterGroups.from_sizes(sizes)
+    caller_slices = [slice(sum(sizes[:k]), sum(sizes[: k + 1])) for k in range(len(sizes))]
     gen = torch.Generator().manual_seed(5)
     engine = GradVac(beta=beta)
     weightings = [torchjd_aggregation.GradVacWeighting(beta=beta, eps=0.0) for _ in groups.names]
@@ -265,7 +268,7 @@ def test_engine_matches_torchjd_gradvac_per_group(beta):
     for step in range(25):
         grads = correlated_grads(gen, 2, groups)
         expected = torch.empty(groups.numel, dtype=torch.float64)
-        for sl, weighting in zip(group_slices(groups), weightings):
+        for sl, weighting in zip(caller_slices, weightings):
             g = grads[:, sl]
             expected[sl] = weighting(g @ g.T) @ g
         out = engine.combine(grads, ["a", "b"], groups, step)
@@ -568,3 +571,35 @@ def test_half_precision_gradients(dtype, name):
         torch.testing.assert_close(out.float(), expected, rtol=eps, atol=eps * expected.abs().max().item())
     if name == "gradvac":
         torch.testing.assert_close(half.phi_hat, full.phi_hat, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gradvac", "gradnorm"])
+def test_an_overflowing_half_precision_combination_leaves_the_state_untouched(name):
+    """Finite fp16 rows whose combination overflows fp16 (every row near the top of fp16's
+    range, all aligned): the trainer skips that step, so the state must not move either."""
+    groups = ParameterGroups.from_sizes([64, 64])
+    gen = torch.Generator().manual_seed(8)
+    kwargs = {"beta": 0.5} if name == "gradvac" else {}
+    c, twin = build_combiner(name, **kwargs), build_combiner(name, **kwargs)
+    losses = torch.tensor([2.0, 1.0, 3.0])
+    for step in range(3):  # some history: targets/weights away from their start
+        grads = correlated_grads(gen, 3, groups, torch.float32).to(torch.float16)
+        for e in (c, twin):
+            e.combine(grads, ["a", "b", "c"], groups, step, losses=losses * (step + 1))
+    before = c.state_dict()
+    huge = torch.full((3, groups.numel), 40000.0, dtype=torch.float16)
+    huge[1, :64] = -40000.0  # a conflict in group 0, so GradVac has something to correct
+    assert torch.isfinite(huge).all()
+    out = c.combine(huge, ["a", "b", "c"], groups, 3, losses=losses)
+    assert not torch.isfinite(out).all()  # the combination overflowed fp16
+    assert not bool(c.last_report.finite)
+    after = c.state_dict()
+    for key, value in before.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, after[key]), key
+    # the same rows in fp32 do not overflow, and then the state moves
+    twin.combine(huge.float(), ["a", "b", "c"], groups, 3, losses=losses)
+    assert bool(twin.last_report.finite)
+    moved = twin.state_dict()
+    key = "phi_hat" if name == "gradvac" else "weights"
+    assert not torch.equal(moved[key], before[key])

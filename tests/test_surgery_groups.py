@@ -67,7 +67,7 @@ def test_granularities_on_a_transformer():
     assert sorted(by["enc_dec"].names) == ["decoder", "encoder"]
     layers = [f"encoder.layers.{i}" for i in range(3)] + [f"decoder.layers.{i}" for i in range(3)]
     assert sorted(by["all_layer"].names) == sorted(layers + ["embeddings", "other"])
-    assert by["all_layer"].model_order == ["embeddings"] + layers[:3] + ["other"] + layers[3:]
+    assert by["all_layer"].names == ["embeddings"] + layers[:3] + ["other"] + layers[3:]
     # each layer group holds exactly that layer's parameters
     groups = by["all_layer"]
     for k, key in enumerate(groups.names):
@@ -106,7 +106,7 @@ def test_fairseq_transformer_all_layer():
     named = list(model.named_parameters(remove_duplicate=False))
     groups = ParameterGroups.from_named_parameters(named, "all_layer")
     expected = ["embeddings"] + [f"encoder.layers.{i}" for i in range(2)] + [f"decoder.layers.{i}" for i in range(3)]
-    assert groups.model_order == expected
+    assert groups.names == expected
     assert groups.numel == sum(p.numel() for p in model.parameters())  # the tied matrix once
     assert groups.sizes[groups.index("embeddings")] == len(dictionary) * 16
 
@@ -114,7 +114,7 @@ def test_fairseq_transformer_all_layer():
 @pytest.mark.parametrize("sizes", [[5, 5, 5], [3, 9, 9, 1, 17, 3], [64]])
 def test_layout_and_param_views_round_trip(sizes):
     groups = ParameterGroups.from_sizes(sizes)
-    assert groups.sizes == sorted(sizes)  # equal sizes adjacent
+    assert groups.sizes == sizes  # the caller's order
     assert groups.offsets == [sum(groups.sizes[:k]) for k in range(len(sizes))]
     assert groups.numel == sum(sizes)
     model = TinyTransformer()
@@ -212,3 +212,44 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="no parameter group"):
         groups.index("decoder")
     assert groups.index("group1") == 1
+
+
+@pytest.mark.parametrize("shards", [2, 3, 7])
+@pytest.mark.parametrize("block", [None, 8])
+def test_column_ranges_add_up_to_the_whole(shards, block, monkeypatch):
+    """The distributed exchange cuts the flat layout into shards that split groups anywhere:
+    the shards' partial Gram matrices add up to the whole, and their weighted sums are the
+    whole's columns."""
+    if block is not None:
+        monkeypatch.setattr(groups_module, "GRAM_BLOCK", block)
+    groups = ParameterGroups.from_sizes([3, 9, 9, 1, 17, 3, 9, 40, 40])
+    gen = torch.Generator().manual_seed(2)
+    grads = torch.randn(5, groups.numel, generator=gen, dtype=torch.float64)
+    weights = torch.randn(len(groups), 5, generator=gen, dtype=torch.float64)
+    width = -(-groups.numel // shards)
+    bounds = [(s * width, min((s + 1) * width, groups.numel)) for s in range(shards)]
+    partial = [groups.gram(grads[:, a:b], start=a) for a, b in bounds if a < b]
+    torch.testing.assert_close(sum(partial), naive_gram(grads, groups), rtol=1e-12, atol=1e-12)
+    pieces = [groups.weighted_sum(grads[:, a:b], weights, start=a) for a, b in bounds if a < b]
+    torch.testing.assert_close(torch.cat(pieces), naive_weighted_sum(grads, weights, groups))
+    # a range inside one group leaves every other group's Gram matrix zero
+    inside = groups.gram(grads[:, 55:60], start=55)  # group 7: columns 51-90
+    assert inside.abs().sum(dim=(1, 2)).nonzero().flatten().tolist() == [7]
+    with pytest.raises(ValueError, match="range of those columns"):
+        groups.gram(grads[:, :10], start=groups.numel - 5)
+    with pytest.raises(ValueError):
+        groups.gram(grads[:, :10])  # without start, the whole layout is expected
+
+
+def test_flatten_and_unflatten_follow_the_parameters():
+    model = TinyTransformer()
+    groups = ParameterGroups.from_named_parameters(model.named_parameters(), "all_layer")
+    tensors = [torch.randn_like(p) for p in groups.params]
+    flat = groups.flatten(tensors)
+    assert flat.shape == (groups.numel,)
+    for t, back in zip(tensors, groups.unflatten(flat)):
+        assert torch.equal(t, back)
+    with pytest.raises(ValueError, match="expected shape"):
+        groups.flatten([t.t() if t.dim() == 2 and t.shape[0] != t.shape[1] else t for t in tensors])
+    with pytest.raises(ValueError):
+        groups.unflatten(flat[:-1])

@@ -1,8 +1,15 @@
 """The combiner interface, its registry, and the plain sum (multilingual baseline).
 
 A combiner turns the K per-task gradients of one step, ``grads`` of shape [K, P], into
-the one gradient the optimizer applies. Its state (EMA targets, task weights) is keyed by
-task NAME, so a task missing from a step keeps its state and tasks may come and go.
+the one gradient the optimizer applies: sum_m W[k, m] g_mk for every parameter group k.
+The weights W follow from the per-group K x K Gram matrices alone, so a step has two
+phases that the distributed exchange can run on different data:
+1. ``weigh(gram, ...)``: the weights [num_groups, K], from the Gram matrices (all-reduced
+   across workers); the state change (EMA targets, task weights) is only prepared;
+2. ``commit(finite)``: the state change takes effect if the combined gradient is finite
+   (an fp16 combination can overflow although every row is finite).
+``combine(grads, ...)`` runs both on one worker. The state is keyed by task NAME, so a task
+missing from a step keeps its state and tasks may come and go.
 """
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
@@ -59,6 +66,7 @@ class Combiner:
     """Base class: validates input and keeps the task-name -> state-row mapping."""
 
     name = "base"
+    needs_gram = True  # False: weigh() ignores the Gram matrices (may be given None)
 
     def __init__(self):
         self.task_names: List[str] = []
@@ -71,13 +79,52 @@ class Combiner:
         groups: ParameterGroups,
         step: int,
         losses: Optional[torch.Tensor] = None,
+        ntokens: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Return the combined gradient, shape [P], dtype of ``grads``."""
         self._check(grads, tasks, groups)
-        return self._combine(grads, list(tasks), groups, int(step), losses)
+        gram = groups.gram(grads) if self.needs_gram else None
+        weights = self.weigh(gram, tasks, groups, step, losses=losses, ntokens=ntokens)
+        out = groups.weighted_sum(grads, weights)
+        self.commit(torch.isfinite(out).all())
+        return out
 
-    def _combine(self, grads, tasks, groups, step, losses):
+    def weigh(
+        self,
+        gram: Optional[torch.Tensor],
+        tasks: Sequence[str],
+        groups: ParameterGroups,
+        step: int,
+        losses: Optional[torch.Tensor] = None,
+        ntokens: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Weights W [num_groups, K] of this step from the Gram matrices [num_groups, K, K].
+
+        ``losses``/``ntokens``: each task's summed loss and token count in this step.
+        Non-finite Gram matrices give the plain sum (W = 1), so that the NaN/Inf reaches
+        the trainer, and no state change. The state change waits for commit().
+        """
+        tasks = list(tasks)
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"task names must be unique and at least one, got {tasks}")
+        if gram is not None and gram.shape != (len(groups), len(tasks), len(tasks)):
+            raise ValueError(
+                f"expected Gram matrices of shape [{len(groups)}, {len(tasks)}, {len(tasks)}], "
+                f"got {tuple(gram.shape)}"
+            )
+        return self._weigh(gram, tasks, groups, int(step), losses, ntokens)
+
+    def commit(self, finite: torch.Tensor) -> None:
+        """Apply the state change of the last weigh() if the combined gradient is finite."""
+        report = self.last_report
+        report.finite = report.finite & finite
+        self._commit(report.finite)
+
+    def _weigh(self, gram, tasks, groups, step, losses, ntokens) -> torch.Tensor:
         raise NotImplementedError
+
+    def _commit(self, finite: torch.Tensor) -> None:
+        """Stateless combiners have nothing to apply."""
 
     @staticmethod
     def _check(grads, tasks, groups):
@@ -114,8 +161,10 @@ class Combiner:
 class SumCombiner(Combiner):
     """Plain multilingual training: the update is the sum of the task gradients."""
 
-    def _combine(self, grads, tasks, groups, step, losses):
-        out = grads.sum(0)
-        # Any NaN/Inf in the input reaches the sum, so this reads P values, not K * P.
-        self.last_report = StepReport(tasks, groups.names, torch.isfinite(out).all())
-        return out
+    needs_gram = False
+
+    def _weigh(self, gram, tasks, groups, step, losses, ntokens):
+        # Any NaN/Inf in the input reaches the sum, which commit() checks.
+        device = gram.device if gram is not None else None
+        self.last_report = StepReport(tasks, groups.names, torch.ones((), dtype=torch.bool, device=device))
+        return torch.ones(len(groups), len(tasks), device=device)

@@ -28,6 +28,7 @@ class GradNorm(Combiner):
         self.group = group
         self.weights = torch.zeros(0)  # rows = task_names
         self.initial_loss = torch.zeros(0)
+        self._pending = None  # (rows, new weights, initial losses) of the last weigh()
 
     def _prepare_state(self, device):
         n = len(self.task_names)
@@ -37,28 +38,26 @@ class GradNorm(Combiner):
         self.weights[: old_w.numel()] = old_w
         self.initial_loss[: old_l.numel()] = old_l
 
-    def _combine(self, grads, tasks, groups, step, losses):
+    def _weigh(self, gram, tasks, groups, step, losses, ntokens):
         if losses is None or losses.shape != (len(tasks),):
             raise ValueError("gradnorm needs the per-task losses of this step, shape [K]")
+        device = gram.device
         rows = self._rows(tasks)
-        self._prepare_state(grads.device)
-        idx = torch.tensor(rows, device=grads.device)
-        k = groups.index(self.group or groups.model_order[-1])
-        shared = grads[:, groups.offsets[k] : groups.offsets[k] + groups.sizes[k]]
-        norms = shared.float().norm(dim=1)
-        losses = losses.detach().float().to(grads.device)
+        self._prepare_state(device)
+        idx = torch.tensor(rows, device=device)
+        k = groups.index(self.group or groups.names[-1])
+        norms = gram[k].diagonal().clamp_min(0).sqrt()  # ||g_i|| on the measured group
+        losses = losses.detach().float().to(device)
 
         # The stored weights of the tasks present may not sum to K when the set of tasks
         # changes between steps: renormalize before use, so the update keeps the scale of
         # the plain sum.
         w = self.weights[idx]
         w = w * len(tasks) / w.sum()
-        # The update with this step's weights (positive, finite): NaN/Inf anywhere in the
-        # input reaches it, so the trainer sees the overflow and skips the batch. The
-        # finiteness test reads the P values of the update, not only the shared group's:
-        # an overflow outside that group must not move the weights either (pitfall 6).
-        out = groups.weighted_sum(grads, w.expand(len(groups), -1))
-        finite = torch.isfinite(norms).all() & torch.isfinite(losses).all() & torch.isfinite(out).all()
+        # NaN/Inf anywhere in the input reaches the update (positive, finite weights), so
+        # the trainer sees the overflow and skips the batch; commit() checks the update, so
+        # an overflow outside the measured group leaves the weights alone too (pitfall 6).
+        finite = torch.isfinite(gram).all() & torch.isfinite(losses).all()
         initial = torch.where(torch.isnan(self.initial_loss[idx]), losses, self.initial_loss[idx])
         ratio = losses / initial.clamp_min(torch.finfo(torch.float32).tiny)
         rel = ratio / ratio.mean().clamp_min(torch.finfo(torch.float32).tiny)
@@ -68,12 +67,15 @@ class GradNorm(Combiner):
         # step does not depend on the loss scale.
         step_w = torch.sign(weighted - target) * norms / norms.mean().clamp_min(torch.finfo(torch.float32).tiny)
         new_w = (w - self.lr * step_w).clamp_min(1e-3)
-        new_w = new_w * len(tasks) / new_w.sum()
+        self._pending = (idx, new_w * len(tasks) / new_w.sum(), initial)
+        self.last_report = StepReport(tasks, groups.names, finite, weights=w)
+        return w.expand(len(groups), -1)
+
+    def _commit(self, finite):
+        idx, new_w, initial = self._pending
+        self._pending = None
         self.weights[idx] = torch.where(finite, new_w, self.weights[idx])
         self.initial_loss[idx] = torch.where(finite, initial, self.initial_loss[idx])
-
-        self.last_report = StepReport(tasks, groups.names, finite, weights=w)
-        return out
 
     def state_dict(self) -> dict:
         state = super().state_dict()

@@ -110,6 +110,7 @@ class GradVac(Combiner):
         self.apply_to = None if apply_to is None else sorted(set(apply_to))
         self.seed = seed
         self.phi_hat: Optional[torch.Tensor] = None  # [N, N, num_groups], rows = task_names
+        self._pending = None  # (rows, new targets) of the last weigh(), until commit()
         self.group_names = None
         self.group_sizes = None
 
@@ -132,11 +133,10 @@ class GradVac(Combiner):
             self.phi_hat = torch.zeros(n_tasks, n_tasks, n_groups, device=device)
             self.phi_hat[: old.shape[0], : old.shape[0]] = old.to(device)
 
-    def _combine(self, grads, tasks, groups, step, losses):
-        k, device = len(tasks), grads.device
+    def _weigh(self, gram, tasks, groups, step, losses, ntokens):
+        k, device = len(tasks), gram.device
         rows = self._rows(tasks)
         self._prepare_state(groups, device)
-        gram = groups.gram(grads)
         finite = torch.isfinite(gram).all()
         gram = torch.where(finite, gram, torch.zeros_like(gram))  # keep NaN out of the loop
         idx = torch.tensor(rows, device=device)
@@ -150,12 +150,8 @@ class GradVac(Combiner):
         order = visit_order(self.seed, step, k, len(groups)).to(device, non_blocking=True)
         beta = None if self.fixed_target is not None else self.beta
         coef, new_target, similarity, corrected = vaccinate(gram, target, order, apply, beta)
-        # Line 19: sum_i g'_ik = sum_m (sum_i C[k, i, m]) g_mk. Non-finite input: plain sum,
-        # so the trainer sees the NaN/Inf and skips the batch.
-        weights = torch.where(finite, coef.sum(1), torch.ones_like(coef[:, 0]))
-        if beta is not None:  # non-finite input leaves the EMA untouched (pitfall 6)
-            kept = torch.where(finite, new_target, target)
-            self.phi_hat[idx[:, None], idx[None, :]] = kept.permute(1, 2, 0).to(self.phi_hat.dtype)
+        # The EMA moves in commit(), once the combined gradient is known to be finite.
+        self._pending = (idx, new_target) if beta is not None else None
         self.last_report = StepReport(
             tasks,
             groups.names,
@@ -163,7 +159,19 @@ class GradVac(Combiner):
             similarity=similarity.permute(1, 2, 0),
             corrected=corrected.permute(1, 2, 0),
         )
-        return groups.weighted_sum(grads, weights)
+        # Line 19: sum_i g'_ik = sum_m (sum_i C[k, i, m]) g_mk. Non-finite input: plain sum,
+        # so the trainer sees the NaN/Inf and skips the batch.
+        return torch.where(finite, coef.sum(1), torch.ones_like(coef[:, 0]))
+
+    def _commit(self, finite):
+        if self._pending is None:
+            return
+        idx, new_target = self._pending
+        self._pending = None
+        # A non-finite step (input or combination) leaves the EMA untouched (pitfall 6).
+        old = self.phi_hat[idx[:, None], idx[None, :]]
+        new = new_target.permute(1, 2, 0).to(self.phi_hat.dtype)
+        self.phi_hat[idx[:, None], idx[None, :]] = torch.where(finite, new, old)
 
     def state_dict(self) -> dict:
         state = super().state_dict()

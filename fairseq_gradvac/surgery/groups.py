@@ -1,13 +1,14 @@
 """Parameter groups (Table 1's granularities) laid out in one flat gradient vector.
 
-Every combiner works per group k on the per-task gradients g_ik. The flat layout puts
-groups of equal size next to each other, so that the per-group Gram matrices and the
-per-group weighted sums are a handful of batched matmuls (one per run of equal-size
-groups) instead of a Python loop over groups.
+Every combiner works per group k on the per-task gradients g_ik. The flat layout follows
+the order of the groups (a model's layers in order); consecutive groups of equal size (a
+transformer's layers) make one batched matmul for the per-group Gram matrices and weighted
+sums, instead of a Python loop over groups. Both also work on a column range of the flat
+layout (one worker's shard in the distributed exchange).
 """
 import re
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -47,9 +48,12 @@ def math_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @dataclass(frozen=True)
 class _Run:
-    """Consecutive groups of equal size: flat[start : start + count * size]."""
+    """Consecutive groups of equal size inside a column range: the range's columns
+    [start : start + count * size] hold groups first .. first + count - 1 (or the parts of
+    them that fall inside the range)."""
 
     start: int
+    first: int
     count: int
     size: int
 
@@ -57,40 +61,34 @@ class _Run:
 class ParameterGroups:
     """Unique parameters, grouped, mapped to and from one flat vector in a fixed order.
 
-    ``names[k]``/``sizes[k]``/``offsets[k]`` describe group k in storage order; the
-    parameters of group k occupy ``flat[offsets[k] : offsets[k] + sizes[k]]`` in model
-    order. ``model_order`` lists the group names as the model first uses them. Tied parameters (fairseq's --share-all-embeddings) count once.
+    ``names[k]``/``sizes[k]``/``offsets[k]`` describe group k; the groups are laid out in
+    the order given (a model's order of first use), and the parameters of group k occupy
+    ``flat[offsets[k] : offsets[k] + sizes[k]]`` in model order. Consecutive groups of
+    equal size (a transformer's layers) are batched together. Tied parameters (fairseq's
+    --share-all-embeddings) count once.
     """
 
     def __init__(self, names: Sequence[str], members: Sequence[Sequence[Tuple[str, torch.Tensor]]]):
         if len(names) != len(members) or not names:
             raise ValueError("ParameterGroups needs at least one group")
-        sizes = [sum(p.numel() for _, p in ms) for ms in members]
-        # Stable sort by size: equal-size groups become adjacent runs.
-        self.model_order: List[str] = list(names)
-        order = sorted(range(len(names)), key=lambda k: sizes[k])
-        self.names: List[str] = [names[k] for k in order]
-        self.sizes: List[int] = [sizes[k] for k in order]
+        if len(set(names)) != len(names):
+            raise ValueError(f"parameter group names must be unique, got {list(names)}")
+        self.names: List[str] = list(names)
+        self.sizes: List[int] = [sum(p.numel() for _, p in ms) for ms in members]
         self.param_names: List[str] = []
         self.params: List[torch.Tensor] = []
         self.param_offsets: List[int] = []
         self.offsets: List[int] = []
         offset = 0
-        for k in order:
+        for ms in members:
             self.offsets.append(offset)
-            for pname, p in members[k]:
+            for pname, p in ms:
                 self.param_names.append(pname)
                 self.params.append(p)
                 self.param_offsets.append(offset)
                 offset += p.numel()
         self.numel = offset
-        self._runs: List[_Run] = []
-        for k, size in enumerate(self.sizes):
-            last = self._runs[-1] if self._runs else None
-            if last is not None and last.size == size:
-                self._runs[-1] = _Run(last.start, last.count + 1, size)
-            else:
-                self._runs.append(_Run(self.offsets[k], 1, size))
+        self._runs_cache = {}
 
     @classmethod
     def from_named_parameters(
@@ -115,7 +113,8 @@ class ParameterGroups:
 
     @classmethod
     def from_sizes(cls, sizes: Sequence[int]) -> "ParameterGroups":
-        """Groups of the given sizes, without a model (for tests and benchmarks)."""
+        """Groups of the given sizes, laid out in the order given (for callers without a
+        model: group k is ``flat[offsets[k] : offsets[k] + sizes[k]]``)."""
         if any(int(s) <= 0 for s in sizes):
             raise ValueError(f"group sizes must be positive, got {list(sizes)}")
         members = [[(f"group{k}", torch.empty(int(s), device="meta"))] for k, s in enumerate(sizes)]
@@ -135,27 +134,63 @@ class ParameterGroups:
             flat[o : o + p.numel()].view(p.shape) for o, p in zip(self.param_offsets, self.params)
         ]
 
-    def _check_grads(self, grads: torch.Tensor) -> None:
-        if grads.dim() != 2 or grads.shape[1] != self.numel:
-            raise ValueError(
-                f"expected gradients of shape [K, {self.numel}], got {tuple(grads.shape)}"
-            )
+    def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One flat vector [P] from tensors shaped like ``self.params``, in that order."""
+        if len(tensors) != len(self.params):
+            raise ValueError(f"expected {len(self.params)} tensors, got {len(tensors)}")
+        for name, t, p in zip(self.param_names, tensors, self.params):
+            if t.shape != p.shape:
+                raise ValueError(f"{name}: expected shape {tuple(p.shape)}, got {tuple(t.shape)}")
+        return torch.cat([t.reshape(-1) for t in tensors])
 
-    def _segments(self, grads: torch.Tensor):
-        """Yield (run, [count, K, size] view/copy of that run of groups in the math dtype).
+    def unflatten(self, flat: torch.Tensor) -> List[torch.Tensor]:
+        """The inverse of flatten: views of ``flat`` shaped like ``self.params``."""
+        if flat.shape != (self.numel,):
+            raise ValueError(f"expected a flat vector of shape [{self.numel}], got {tuple(flat.shape)}")
+        return self.param_views(flat)
 
-        fp16/bf16 gradients are upcast to fp32; fp64 gradients keep fp64 (casting them to
-        fp32 would throw away precision that fp64 callers, e.g. the exact tests, ask for).
+    def _runs(self, start: int, stop: int) -> List[_Run]:
+        """The groups' parts inside columns [start, stop), as runs of equal-size parts.
+
+        A group cut by the range's ends contributes its part inside; the full range
+        (0, numel) gives every group whole. Runs are in range-local coordinates.
         """
-        self._check_grads(grads)
-        k = grads.shape[0]
-        for run in self._runs:
-            seg = grads[:, run.start : run.start + run.count * run.size]
-            yield run, seg.reshape(k, run.count, run.size).transpose(0, 1).to(math_dtype(grads.dtype))
+        key = (start, stop)
+        if key not in self._runs_cache:
+            runs: List[_Run] = []
+            for k, (o, s) in enumerate(zip(self.offsets, self.sizes)):
+                lo, hi = max(o, start), min(o + s, stop)
+                if lo >= hi:
+                    continue
+                last = runs[-1] if runs else None
+                if last is not None and last.size == hi - lo and last.first + last.count == k:
+                    runs[-1] = _Run(last.start, last.first, last.count + 1, last.size)
+                else:
+                    runs.append(_Run(lo - start, k, 1, hi - lo))
+            self._runs_cache[key] = runs
+        return self._runs_cache[key]
 
-    def gram(self, grads: torch.Tensor) -> torch.Tensor:
+    def _columns(self, grads: torch.Tensor, start: Optional[int]) -> Tuple[int, int]:
+        """The column range [start, stop) that [K, L] ``grads`` holds: the whole layout when
+        ``start`` is None, else columns [start, start + L) of it."""
+        whole = start is None
+        start = 0 if whole else start
+        stop = start + (grads.shape[1] if grads.dim() == 2 else -1)
+        if grads.dim() != 2 or (whole and stop != self.numel) or not 0 <= start < stop <= self.numel:
+            raise ValueError(
+                f"expected gradients of shape [K, {self.numel}]"
+                + ("" if whole else f" or a range of those columns, from column {start}")
+                + f", got {tuple(grads.shape)}"
+            )
+        return start, stop
+
+    def gram(self, grads: torch.Tensor, start: Optional[int] = None) -> torch.Tensor:
         """Per-group Gram matrices (fp32; fp64 for fp64 gradients), shape [num_groups, K, K]:
         G_k[i, j] = g_ik . g_jk.
+
+        With ``start``, ``grads`` holds only the columns [start, start + L) of the flat layout (one
+        worker's shard): then G_k covers the part of group k inside that range (zero for
+        groups outside it), and the shards' Gram matrices add up to the whole one.
 
         A group is cut into blocks of GRAM_BLOCK entries, one small [K, K] product per
         block (a batched matmul over all blocks of a run of groups), then the blocks are
@@ -164,38 +199,53 @@ class ParameterGroups:
         stay in cache, give every thread its own blocks, and sum in a pairwise-like order
         (more accurate in fp32 too).
         """
-        self._check_grads(grads)
+        start, stop = self._columns(grads, start)
         k, dtype = grads.shape[0], math_dtype(grads.dtype)
-        parts = []
-        for run in self._runs:
+        out = torch.zeros(len(self), k, k, dtype=dtype, device=grads.device)
+        for run in self._runs(start, stop):
             seg = grads[:, run.start : run.start + run.count * run.size]
+            dst = out[run.first : run.first + run.count]
             blocks, tail = divmod(run.size, GRAM_BLOCK)
             if blocks == 0:  # small groups: one product per group
                 x = seg.reshape(k, run.count, run.size).transpose(0, 1).to(dtype)
-                parts.append(torch.bmm(x, x.transpose(1, 2)))
+                torch.bmm(x, x.transpose(1, 2), out=dst)
             elif tail == 0:  # every group is whole blocks: one batched matmul for the run
                 x = seg.reshape(k, run.count * blocks, GRAM_BLOCK).transpose(0, 1).to(dtype)
-                parts.append(torch.bmm(x, x.transpose(1, 2)).view(run.count, blocks, k, k).sum(1))
+                torch.sum(torch.bmm(x, x.transpose(1, 2)).view(run.count, blocks, k, k), 1, out=dst)
             else:  # blocks, then the tail, group by group (all views, no copy in fp32)
                 for g in range(run.count):
                     o = g * run.size
                     x = seg[:, o : o + blocks * GRAM_BLOCK].reshape(k, blocks, GRAM_BLOCK)
                     x = x.transpose(0, 1).to(dtype)
                     t = seg[:, o + blocks * GRAM_BLOCK : o + run.size].to(dtype)
-                    parts.append((torch.bmm(x, x.transpose(1, 2)).sum(0) + t @ t.T).unsqueeze(0))
-        return torch.cat(parts)
+                    torch.add(torch.bmm(x, x.transpose(1, 2)).sum(0), t @ t.T, out=dst[g])
+        return out
 
-    def weighted_sum(self, grads: torch.Tensor, weights: torch.Tensor, out: torch.Tensor = None) -> torch.Tensor:
-        """sum_m weights[k, m] * g_mk for every group k; weights has shape [num_groups, K]."""
+    def weighted_sum(
+        self,
+        grads: torch.Tensor,
+        weights: torch.Tensor,
+        out: Optional[torch.Tensor] = None,
+        start: Optional[int] = None,
+    ) -> torch.Tensor:
+        """sum_m weights[k, m] * g_mk for every group k; weights has shape [num_groups, K].
+
+        With ``start``, as in gram(), ``grads`` holds the columns [start, start + L) only; the result then
+        covers those columns. The sum is taken in the math dtype and stored in the
+        gradients' dtype.
+        """
+        start, stop = self._columns(grads, start)
+        k, dtype = grads.shape[0], math_dtype(grads.dtype)
         if out is None:
-            out = torch.empty(self.numel, dtype=grads.dtype, device=grads.device)
-        k = 0
-        for run, seg in self._segments(grads):
-            w = weights[k : k + run.count].unsqueeze(1).to(seg.dtype)
+            out = torch.empty(stop - start, dtype=grads.dtype, device=grads.device)
+        weights = weights.to(grads.device)
+        for run in self._runs(start, stop):
+            seg = grads[:, run.start : run.start + run.count * run.size]
+            seg = seg.reshape(k, run.count, run.size).transpose(0, 1).to(dtype)
+            w = weights[run.first : run.first + run.count].unsqueeze(1).to(dtype)
             dst = out[run.start : run.start + run.count * run.size].view(run.count, 1, run.size)
-            if dst.dtype == seg.dtype:
+            if dst.dtype == dtype:
                 torch.bmm(w, seg, out=dst)
             else:  # fp16/bf16 gradients: the sum is taken in fp32, then stored
                 dst.copy_(torch.bmm(w, seg))
-            k += run.count
         return out

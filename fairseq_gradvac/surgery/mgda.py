@@ -60,8 +60,7 @@ class MGDA(Combiner):
             raise ValueError(f"MGDA needs at least one Frank-Wolfe iteration, got {iterations}")
         self.iterations = iterations
 
-    def _combine(self, grads, tasks, groups, step, losses):
-        gram = groups.gram(grads)
+    def _weigh(self, gram, tasks, groups, step, losses, ntokens):
         finite = torch.isfinite(gram).all()
         gram = torch.where(finite, gram, torch.zeros_like(gram))
         # Frank-Wolfe is scale-free; normalizing the Gram keeps fp32 away from overflow.
@@ -69,4 +68,4 @@ class MGDA(Combiner):
         alpha = min_norm_weights(gram / scale[:, None, None], self.iterations)
         weights = torch.where(finite, alpha, torch.ones_like(alpha))
         self.last_report = StepReport(tasks, groups.names, finite, weights=weights)
-        return groups.weighted_sum(grads, weights)
+        return weights
