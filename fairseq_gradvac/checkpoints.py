@@ -5,7 +5,10 @@ loading for generation, not on ``--restore-file``. Every checkpoint fairseq read
 through ``checkpoint_utils.load_checkpoint_to_cpu``; wrapped here, it (1) unpickles the
 checkpoint's own configuration objects that torch's ``weights_only`` default rejects,
 without turning the safety check off for anything else, and (2) hands the training task
-its combiner state from the checkpoint the trainer resumes from.
+its combiner state from the checkpoint the trainer resumes from. With several workers
+fairseq loads the checkpoint on rank 0 and sends it to the others through
+``distributed_utils.broadcast_object``, which unpickles with ``torch.load`` too: wrapped
+the same way (1).
 """
 import argparse
 import functools
@@ -13,6 +16,7 @@ import logging
 
 import torch
 from fairseq import checkpoint_utils
+from fairseq.distributed import utils as distributed_utils
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +46,8 @@ def _hand_back(path, state) -> None:
 
 
 def _checkpoint_globals():
-    """Types a fairseq checkpoint pickles besides tensors: its argparse/omegaconf config."""
+    """Types a fairseq checkpoint pickles besides tensors: its argparse/omegaconf config,
+    and (broadcast to other workers) fairseq's placeholders for the tensors sent apart."""
     import typing
     from collections import defaultdict
 
@@ -51,7 +56,7 @@ def _checkpoint_globals():
     from omegaconf.nodes import AnyNode
 
     return [argparse.Namespace, DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode,
-            typing.Any, dict, list, int, defaultdict]
+            typing.Any, dict, list, int, defaultdict, distributed_utils._TensorPlaceholder]
 
 
 def _wrap(load):
@@ -66,6 +71,18 @@ def _wrap(load):
     return load_checkpoint_to_cpu
 
 
+def _wrap_broadcast(broadcast):
+    @functools.wraps(broadcast)
+    def broadcast_object(*args, **kwargs):
+        with torch.serialization.safe_globals(_checkpoint_globals()):
+            return broadcast(*args, **kwargs)
+
+    broadcast_object.wrapped_by_gradvac = True
+    return broadcast_object
+
+
 def install() -> None:
     if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "wrapped_by_gradvac", False):
         checkpoint_utils.load_checkpoint_to_cpu = _wrap(checkpoint_utils.load_checkpoint_to_cpu)
+    if not getattr(distributed_utils.broadcast_object, "wrapped_by_gradvac", False):
+        distributed_utils.broadcast_object = _wrap_broadcast(distributed_utils.broadcast_object)

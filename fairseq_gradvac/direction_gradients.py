@@ -1,58 +1,149 @@
-"""Per-direction gradients written by autograd straight into one [K, P] buffer.
+"""Per-direction gradients written by autograd straight into one [K, P] buffer, and their
+combination into the update, on one worker or many (pure PyTorch, no fairseq import).
 
-Before direction d's backward pass every parameter's ``.grad`` is pointed at its slice of
-row d, so autograd accumulates there in place: no copy per direction, and ``--update-freq``
-micro-batches of the same direction accumulate in the same row. Only a row's first use in
-an update zeroes it. Pure PyTorch, no fairseq import.
+Row r belongs to training direction r (the same row on every worker). Before a direction's
+backward pass every parameter's ``.grad`` is pointed at its slice of that row, so autograd
+accumulates there in place: no copy per direction, and ``--update-freq`` micro-batches of
+the same direction accumulate in the same row. A row is zeroed at its first use in an
+update; rows a worker did not use are zeroed before the exchange.
 """
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 
+from .gradient_exchange import GradientExchange
 from .surgery import Combiner, ParameterGroups
+from .surgery.groups import math_dtype
 
 
 class DirectionGradients:
-    def __init__(self, groups: ParameterGroups, capacity: int):
+    def __init__(
+        self,
+        groups: ParameterGroups,
+        directions: Sequence[str],
+        exchange: Optional[GradientExchange] = None,
+    ):
         params = groups.params
         kinds = {(p.dtype, p.device) for p in params}
         if len(kinds) != 1:
             raise ValueError(f"all trainable parameters must share dtype and device, got {kinds}")
+        if not directions or len(set(directions)) != len(directions):
+            raise ValueError(f"training directions must be unique and at least one, got {list(directions)}")
         self.groups = groups
-        self.buffer = torch.zeros(capacity, groups.numel, dtype=params[0].dtype, device=params[0].device)
-        self._row_views = [groups.param_views(self.buffer[r]) for r in range(capacity)]
-        self.directions: List[str] = []  # directions of the update in progress, by row
+        self.directions: List[str] = list(directions)
+        self.exchange = exchange or GradientExchange(1, 0)
+        self.device = params[0].device
+        padded = self.exchange.padded_numel(groups.numel)
+        self.buffer = torch.zeros(len(directions), padded, dtype=params[0].dtype, device=self.device)
+        self._row_views = [groups.param_views(self.buffer[r, : groups.numel]) for r in range(len(directions))]
+        self._touched = [False] * len(directions)  # rows written in this update
+        self._present = [False] * len(directions)  # ... by a real batch (not a dummy one)
+        self._ntokens = [0.0] * len(directions)
+        self._losses = [0.0] * len(directions)  # float or device tensors: no host sync
+        # Parameters that some backward pass reached in this update: the others keep
+        # .grad None, as in stock fairseq (Adam does not move them).
+        self._reached = [False] * len(params)
+        self._hooks = [
+            p.register_post_accumulate_grad_hook(lambda _, i=i: self._reached.__setitem__(i, True))
+            for i, p in enumerate(params)
+        ]
 
     @property
     def capacity(self) -> int:
-        return self.buffer.shape[0]
+        return len(self.directions)
+
+    def close(self) -> None:
+        """Remove the hooks from the parameters (before building another instance)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
     def update_started(self) -> bool:
         """True once the trainer cleared the gradients (zero_grad) for a new update."""
         return self.groups.params[0].grad is None
 
     def reset(self) -> None:
-        self.directions = []
+        n = self.capacity
+        self._touched, self._present = [False] * n, [False] * n
+        self._ntokens, self._losses = [0.0] * n, [0.0] * n
+        self._reached = [False] * len(self.groups.params)
+
+    def row(self, direction: str) -> int:
+        if direction not in self.directions:
+            raise ValueError(
+                f"{direction!r} is not a training direction ({', '.join(self.directions)})"
+            )
+        return self.directions.index(direction)
 
     def select(self, direction: str) -> None:
         """Route the next backward pass into ``direction``'s row."""
-        if direction not in self.directions:
-            if len(self.directions) == self.capacity:
-                raise ValueError(
-                    f"more directions in one update than the {self.capacity} declared: "
-                    f"{self.directions + [direction]}"
-                )
-            self.directions.append(direction)
-            self.buffer[len(self.directions) - 1].zero_()
-        row = self.directions.index(direction)
-        for p, view in zip(self.groups.params, self._row_views[row]):
+        r = self.row(direction)
+        if not self._touched[r]:
+            self.buffer[r].zero_()
+            self._touched[r] = True
+        for p, view in zip(self.groups.params, self._row_views[r]):
             p.grad = view
 
-    def combine(self, combiner: Combiner, step: int, losses: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Combine the rows of this update and make the result every parameter's ``.grad``."""
-        k = len(self.directions)
-        combined = combiner.combine(self.buffer[:k], self.directions, self.groups, step, losses=losses)
-        for p, view in zip(self.groups.params, self.groups.param_views(combined)):
-            p.grad = view
-        self.directions = []
+    def record(self, direction: str, loss, ntokens) -> None:
+        """A real batch of ``direction`` went into its row (a dummy batch is not recorded):
+        its summed loss and token count."""
+        r = self.row(direction)
+        self._present[r] = True
+        self._losses[r] = self._losses[r] + loss
+        self._ntokens[r] += float(ntokens)
+
+    def combine(self, combiner: Combiner, step: int) -> Optional[torch.Tensor]:
+        """Combine this update's rows (summed over workers) and make the result every
+        reached parameter's ``.grad``. Returns the combined gradient, or None when no
+        worker had a real batch (the gradients stay zero)."""
+        if self.groups.params[0].grad is None:  # the trainer dropped this update (OOM)
+            self.reset()
+        k, p, dtype = self.capacity, self.groups.numel, math_dtype(self.buffer.dtype)
+        for r in range(k):
+            if not self._touched[r]:
+                self.buffer[r].zero_()
+        rows, start = self.exchange.reduce_rows(self.buffer, p)
+        n_groups = len(self.groups)
+        sliced = rows.shape[1] > 0
+        gram = None
+        if combiner.needs_gram and sliced:
+            gram = self.groups.gram(rows, start=start)
+        elif combiner.needs_gram:  # more workers than columns: this worker's slice is padding
+            gram = torch.zeros(n_groups, k, k, dtype=dtype, device=self.device)
+        # One small all-reduce: partial Grams, then presence, tokens, losses per direction,
+        # then which parameters were reached.
+        losses = torch.stack([torch.as_tensor(v, dtype=dtype, device=self.device) for v in self._losses])
+        local = torch.tensor(
+            [float(x) for x in self._present] + self._ntokens + [float(x) for x in self._reached],
+            dtype=dtype, device=self.device,
+        )
+        parts = ([gram.flatten()] if gram is not None else []) + [local[: 2 * k], losses, local[2 * k :]]
+        stats = self.exchange.all_reduce_stats(torch.cat(parts))
+        if gram is not None:
+            gram = stats[: gram.numel()].view(n_groups, k, k)
+            stats = stats[gram.numel() :]
+        present, ntokens, losses, reached = stats[:k], stats[k : 2 * k], stats[2 * k : 3 * k], stats[3 * k :]
+        idx = (present > 0).nonzero().flatten().tolist() if self.exchange.distributed else [
+            r for r in range(k) if self._present[r]
+        ]
+        reached = (reached > 0).tolist() if self.exchange.distributed else self._reached
+        self.reset()
+        if not idx:
+            return None
+        tasks = [self.directions[r] for r in idx]
+        sel = torch.tensor(idx, device=self.device)
+        weights = combiner.weigh(
+            None if gram is None else gram[:, sel][:, :, sel], tasks, self.groups, step,
+            losses=losses[sel], ntokens=ntokens[sel],
+        )
+        full_weights = torch.zeros(n_groups, k, dtype=dtype, device=self.device)
+        full_weights[:, sel] = weights.to(dtype)
+        width = self.buffer.shape[1] // self.exchange.world_size if start is not None else p
+        part = torch.empty(width, dtype=self.buffer.dtype, device=self.device)  # padding: dropped
+        if sliced:
+            self.groups.weighted_sum(rows, full_weights, out=part[: rows.shape[1]], start=start)
+        combined = self.exchange.gather(part, start, self.buffer.shape[1], p)
+        combiner.commit(torch.isfinite(combined).all())
+        for param, view, hit in zip(self.groups.params, self.groups.param_views(combined), reached):
+            param.grad = view if hit else None
         return combined

@@ -147,18 +147,6 @@ def test_empty_direction_is_refused(corpus, tmp_path):
     assert "en-cs has no examples" in proc.stderr
 
 
-def test_more_than_one_worker_is_refused(corpus):
-    from fairseq import options, tasks
-
-    import fairseq_gradvac  # noqa: F401
-
-    args = options.parse_args_and_arch(options.get_training_parser(),
-                                       train_args(corpus, "/tmp/unused", "--distributed-world-size", "2"))
-    args.distributed_world_size = 2
-    with pytest.raises(ValueError, match="Train with one worker"):
-        tasks.setup_task(args)
-
-
 def test_generate_scores_supervised_and_zero_shot_directions(corpus, gradvac_run, tmp_path):
     save, _ = gradvac_run
     from fairseq_gradvac import evaluate

@@ -48,6 +48,8 @@ class GradNorm(Combiner):
         k = groups.index(self.group or groups.names[-1])
         norms = gram[k].diagonal().clamp_min(0).sqrt()  # ||g_i|| on the measured group
         losses = losses.detach().float().to(device)
+        if ntokens is not None:  # L_i is the per-token loss
+            losses = losses / ntokens.float().to(device).clamp_min(1)
 
         # The stored weights of the tasks present may not sum to K when the set of tasks
         # changes between steps: renormalize before use, so the update keeps the scale of
@@ -67,7 +69,8 @@ class GradNorm(Combiner):
         # step does not depend on the loss scale.
         step_w = torch.sign(weighted - target) * norms / norms.mean().clamp_min(torch.finfo(torch.float32).tiny)
         new_w = (w - self.lr * step_w).clamp_min(1e-3)
-        self._pending = (idx, new_w * len(tasks) / new_w.sum(), initial)
+        state = self.weights.dtype  # fp32 state, whatever the gradients' math dtype
+        self._pending = (idx, (new_w * len(tasks) / new_w.sum()).to(state), initial.to(state))
         self.last_report = StepReport(tasks, groups.names, finite, weights=w)
         return w.expand(len(groups), -1)
 

@@ -8,7 +8,8 @@ Data, dictionaries, language tokens, sampling and inference are fairseq's
    [K, P] buffer (direction_gradients.py),
 3. combines the rows with the chosen method (surgery/) when the trainer reaches its
    gradient all-reduce point, after the last ``--update-freq`` micro-batch and before the
-   gradients are rescaled, clipped and applied.
+   gradients are rescaled, clipped and applied; with several workers the rows are summed
+   over workers on the way (gradient_exchange.py), with the math of one worker.
 """
 import contextlib
 import logging
@@ -18,12 +19,14 @@ from collections import defaultdict
 
 import torch
 from fairseq import metrics
+from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
 
 from .. import checkpoints
 from ..data.direction_batches import batch_by_direction
 from ..direction_gradients import DirectionGradients
+from ..gradient_exchange import EXCHANGES, GradientExchange
 from ..surgery import GRANULARITIES, ParameterGroups, available_combiners, build_combiner
 
 logger = logging.getLogger(__name__)
@@ -61,21 +64,26 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                            help="GradNorm's asymmetry alpha")
         group.add_argument("--gradnorm-lr", type=float, default=0.025,
                            help="learning rate of GradNorm's task weights")
+        group.add_argument("--gradient-exchange", default="sharded", choices=EXCHANGES,
+                           help="with several workers: sharded (reduce-scatter the per-direction "
+                                "rows, combine each slice, all-gather; (K+1)/2 times stock DDP's "
+                                "traffic) or stacked (all-reduce all K rows: the reference)")
         # fmt: on
 
     def __init__(self, args, langs, dicts, training):
-        if training and getattr(args, "distributed_world_size", 1) > 1:
+        world_size = getattr(args, "distributed_world_size", 1)
+        backend = getattr(args, "ddp_backend", "legacy_ddp")
+        if training and world_size > 1 and backend != "legacy_ddp":
             raise ValueError(
-                "multilingual_gradvac combines per-direction gradients on one worker; with "
-                f"--distributed-world-size {args.distributed_world_size} each worker would "
-                "combine only its local gradients. Train with one worker."
+                f"multilingual_gradvac exchanges the per-direction gradients itself at the "
+                f"point where fairseq's legacy_ddp all-reduces; with --ddp-backend {backend} "
+                f"every backward pass would all-reduce. Train with --ddp-backend legacy_ddp "
+                f"(on GPUs and CPUs alike; its all-reduce is replaced, not added to)."
             )
         super().__init__(args, langs, dicts, training)
         self.combiner = self._build_combiner(args) if training else None
         self._grads = None  # DirectionGradients, built with the model's parameters
         self._grads_model = None  # ... of this model
-        self._losses = defaultdict(float)  # per-direction loss and ntokens of this update
-        self._ntokens = defaultdict(float)
         self._report = None  # last combiner report, logged by reduce_metrics
         if training:
             checkpoints.expect_restore(self)
@@ -141,65 +149,92 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                             raise ValueError(f"training direction {pair} has no examples: {f} is empty")
 
     # ---------------------------------------------------------------- training
+    @property
+    def training_directions(self):
+        """Every training direction, in a fixed order: row r of the per-direction
+        gradients is direction r on every worker."""
+        return list(self.lang_pairs)
+
     def _direction_gradients(self, model):
         if self._grads is None or self._grads_model is not model:
-            if hasattr(type(model), "all_reduce_grads"):
-                raise TypeError(
-                    f"{type(model).__name__} already reduces its own gradients; "
-                    "multilingual_gradvac needs the unwrapped model (one worker)"
-                )
+            # fairseq's legacy_ddp wraps the model; the groups are the model's own.
+            inner = getattr(model, "module", model)
             groups = ParameterGroups.from_named_parameters(
-                model.named_parameters(), self.args.combine_granularity
+                inner.named_parameters(), self.args.combine_granularity
             )
-            self._grads = DirectionGradients(groups, capacity=len(self.lang_pairs))
+            if torch.distributed.is_initialized():
+                exchange = GradientExchange(
+                    distributed_utils.get_data_parallel_world_size(),
+                    distributed_utils.get_data_parallel_rank(),
+                    distributed_utils.get_data_parallel_group(),
+                    self.args.gradient_exchange,
+                )
+            else:
+                exchange = GradientExchange(1, 0)
+            if exchange.distributed:
+                self._share_combiner_state(exchange, groups.params[0].device)
+            if self._grads is not None:
+                self._grads.close()
+            self._grads = DirectionGradients(groups, self.training_directions, exchange)
             self._grads_model = model
             # The trainer calls model.all_reduce_grads() (through the optimizer) after the
             # last micro-batch of an update and before rescaling and clipping: the place
-            # where the per-direction gradients become the update.
-            model.all_reduce_grads = lambda: self._combine(model)
+            # where the per-direction gradients become the update (legacy_ddp's own
+            # all-reduce of the summed gradient is replaced).
+            model.all_reduce_grads = lambda: self._combine()
             logger.info(
                 f"{self.combiner.name} on {len(groups)} parameter groups "
-                f"({self.args.combine_granularity}), {groups.numel:,} parameters, "
-                f"{len(self.lang_pairs)} directions"
+                f"({self.args.combine_granularity}), {groups.numel:,} parameters "
+                f"({str(groups.params[0].dtype).replace('torch.', '')} rows), "
+                f"{self._grads.capacity} directions"
+                + (f", {exchange.mode} exchange over {exchange.world_size} workers"
+                   if exchange.distributed else "")
             )
         return self._grads
+
+    def _share_combiner_state(self, exchange, device):
+        """Give every worker rank 0's combiner state before the first update: fairseq loads
+        a checkpoint on rank 0 only and broadcasts it, so only rank 0 restored it."""
+        state = distributed_utils.broadcast_object(
+            self.combiner.state_dict() if exchange.rank == 0 else None,
+            src_rank=0, group=exchange.group, dist_device=device,
+        )
+        if exchange.rank != 0:
+            self.combiner.load_state_dict(state)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         grads = self._direction_gradients(model)
         if grads.update_started():
             grads.reset()
-            self._losses.clear()
-            self._ntokens.clear()
         self._update_num = update_num
         total_loss, total_size, merged = 0.0, 0, defaultdict(float)
+        # Every worker's log has the same keys, in the same order and of the same types
+        # (losses: tensors on the model's device): fairseq sums the workers' logs by
+        # position in one all-reduce per kind.
+        zero = torch.zeros((), device=grads.device)
+        per_direction = {}
+        for d in self.training_directions:
+            per_direction[f"{d}:loss"], per_direction[f"{d}:ntokens"] = zero, 0
         for direction, batch in sample.items():
             grads.select(direction)
             with model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext():
                 loss, size, log = super().train_step(
                     batch, model, criterion, optimizer, update_num, ignore_grad
                 )
+            if not ignore_grad:  # a dummy batch adds zeros and is not a direction's batch
+                grads.record(direction, log.get("loss", 0.0), log.get("ntokens", 0))
             total_loss += loss.detach()
             total_size += size
             for key, value in log.items():
                 merged[key] += value
-            merged[f"{direction}:loss"] += log.get("loss", 0.0)
-            merged[f"{direction}:ntokens"] += log.get("ntokens", 0)
-            if self.combiner.name == "gradnorm":  # kept as tensors: no host sync here
-                self._losses[direction] += log.get("loss", 0.0)
-                self._ntokens[direction] += log.get("ntokens", 0)
+            per_direction[f"{direction}:loss"] = per_direction[f"{direction}:loss"] + log.get("loss", 0.0)
+            per_direction[f"{direction}:ntokens"] += log.get("ntokens", 0)
+        merged.update(per_direction)
         return total_loss, total_size, dict(merged)
 
-    def _combine(self, model):
-        if not self._grads.directions:
-            return
-        losses = None
-        if self.combiner.name == "gradnorm":  # per-token loss of each direction
-            losses = torch.stack([
-                torch.as_tensor(self._losses[d], dtype=torch.float32) / max(self._ntokens[d], 1)
-                for d in self._grads.directions
-            ])
-        self._grads.combine(self.combiner, self._update_num, losses=losses)
-        self._report = self.combiner.last_report
+    def _combine(self):
+        combined = self._grads.combine(self.combiner, self._update_num)
+        self._report = self.combiner.last_report if combined is not None else None
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)

@@ -1,0 +1,193 @@
+"""Two workers through the real fairseq-train (2 CPU processes over gloo, legacy_ddp) give
+the model and combiner state of one worker with --update-freq 2 on the same batches."""
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import tiny_corpus
+from fairseq_runs import ROOT, load_checkpoint, run_cli, train_args
+
+TRACED_TRAIN = os.path.join(ROOT, "tests", "traced_train.py")
+# SGD and no dropout: the runs differ only by float rounding (see test_fairseq_cli.py).
+EXACT = ("--dropout", "0", "--optimizer", "sgd", "--lr", "0.5", "--cpu", "--max-tokens", "200")
+DISTRIBUTED = ("--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
+               "--distributed-world-size", "2", "--distributed-no-spawn")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    # cs is small: many batches lack cs-en or en-cs, so a direction is often on one rank only
+    return tiny_corpus.build(str(tmp_path_factory.mktemp("tiny")), train_sizes={"cs": 30, "fr": 120})
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(trace):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", GRADVAC_TRACE=trace)
+    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    return env
+
+
+def start_workers(corpus, save, *extra, trace):
+    """Two fairseq-train processes started by hand, as a user would on one machine."""
+    port = _free_port()
+    return [
+        subprocess.Popen(
+            [sys.executable, TRACED_TRAIN, *train_args(corpus, save, *EXACT, *DISTRIBUTED, *extra,
+                                                       "--distributed-init-method", f"tcp://127.0.0.1:{port}",
+                                                       "--distributed-rank", str(rank))],
+            env=_env(trace), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in range(2)
+    ]
+
+
+def two_workers(corpus, save, *extra, trace):
+    procs = start_workers(corpus, save, *extra, trace=trace)
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    failed = [f"worker {r} (exit {p.returncode}):\n{log[-3000:]}" for r, (p, log) in enumerate(zip(procs, logs)) if p.returncode]
+    assert not failed, "\n".join(failed)
+    return logs
+
+
+def one_worker(corpus, save, *extra, trace):
+    proc = subprocess.run([sys.executable, TRACED_TRAIN, *train_args(corpus, save, *EXACT, "--update-freq", "2", *extra)],
+                          env=_env(trace), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def read_trace(trace):
+    rows = []
+    for path in sorted(glob.glob(trace + ".*")):
+        rows += [json.loads(line) for line in open(path)]
+    return rows
+
+
+def assert_same_run(one_dir, two_dir, atol=1e-5):
+    one, two = (load_checkpoint(os.path.join(d, "checkpoint_last.pt")) for d in (one_dir, two_dir))
+    assert one["optimizer_history"][-1]["num_updates"] == two["optimizer_history"][-1]["num_updates"]
+    for key, value in one["model"].items():
+        torch.testing.assert_close(two["model"][key], value, rtol=0, atol=atol, msg=key)
+    a, b = one["task_state"]["combiner"], two["task_state"]["combiner"]
+    assert a["task_names"] == b["task_names"]
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(b[key], value, rtol=0, atol=1e-6, msg=key)
+    return one, two
+
+
+@pytest.mark.parametrize("method,granularity", [
+    ("sum", "all_layer"), ("pcgrad", "all_layer"), ("gradvac", "all_layer"),
+    ("gradvac", "whole_model"), ("mgda", "whole_model"), ("gradnorm", "all_layer"),
+])
+def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, method, granularity):
+    # 18 updates: epoch 1 has 18 batches (9 updates), epoch 2 has 17: its last update gives
+    # one rank a dummy batch
+    extra = ("--max-update", "18", "--gradient-combiner", method, "--combine-granularity", granularity)
+    trace = str(tmp_path / "trace")
+    logs = two_workers(corpus, str(tmp_path / "two"), *extra, trace=trace)
+    one_worker(corpus, str(tmp_path / "one"), *extra, trace=str(tmp_path / "reference"))
+    one, _ = assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert "sharded exchange over 2 workers" in logs[0]
+    rows = read_trace(trace)
+    by_update = {}
+    for row in rows:
+        by_update.setdefault(row["update"], {})[row["rank"]] = row
+    assert len(by_update) == 18 and all(len(v) == 2 for v in by_update.values())
+    # every rank's combiner state was the same after every update
+    assert all(v[0]["state"] == v[1]["state"] for v in by_update.values())
+    # the cases this test is about did happen in this run
+    lonely = [u for u, v in by_update.items()
+              if set(v[0]["directions"]) ^ set(v[1]["directions"])]
+    assert lonely, "no update with a direction on one rank only"
+    assert any(row["dummy"] for row in rows), "no dummy batch"
+    if method == "gradvac":
+        assert one["task_state"]["combiner"]["phi_hat"].abs().sum() > 0
+    if method == "gradnorm":
+        assert not torch.allclose(one["task_state"]["combiner"]["weights"], torch.ones(4))
+
+
+def test_resume_on_two_workers_continues_the_same_run(corpus, tmp_path):
+    extra = ("--gradient-combiner", "gradvac", "--save-interval-updates", "3")
+    two_workers(corpus, str(tmp_path / "whole"), "--max-update", "9", *extra, trace=str(tmp_path / "w"))
+    two_workers(corpus, str(tmp_path / "split"), "--max-update", "6", *extra, trace=str(tmp_path / "s1"))
+    trace = str(tmp_path / "s2")
+    logs = two_workers(corpus, str(tmp_path / "split"), "--max-update", "9", *extra, trace=trace)
+    assert "restored gradvac state for 4 directions" in logs[0]
+    assert_same_run(tmp_path / "whole", tmp_path / "split", atol=1e-6)
+    rows = read_trace(trace)
+    assert sorted({r["update"] for r in rows}) == [6, 7, 8]
+    by_update = {}
+    for row in rows:
+        by_update.setdefault(row["update"], []).append(row["state"])
+    assert all(a == b for a, b in by_update.values())  # rank 1 got rank 0's restored state
+
+
+def test_a_killed_worker_stops_the_other_and_leaves_a_checkpoint(corpus, tmp_path):
+    save = tmp_path / "run"
+    procs = start_workers(corpus, str(save), "--max-update", "100000", "--save-interval-updates", "4",
+                          "--gradient-combiner", "gradvac", trace=str(tmp_path / "t"))
+    deadline = time.time() + 300
+    while not (save / "checkpoint_last.pt").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    procs[1].send_signal(signal.SIGKILL)
+    try:
+        procs[0].communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        pytest.fail("worker 0 kept waiting for the killed worker")
+    assert procs[0].returncode != 0
+    state = load_checkpoint(save / "checkpoint_last.pt")
+    assert state["optimizer_history"][-1]["num_updates"] >= 4
+
+
+@pytest.mark.parametrize("precision", [("--memory-efficient-fp16",), ("--fp16", "--fp16-no-flatten-grads"), ("--amp",)])
+@pytest.mark.parametrize("method", ["sum", "gradvac"])
+def test_mixed_precision_trains(corpus, tmp_path, precision, method):
+    """fp16 rows, fp32 combination math, fairseq's loss scaling kept: the run follows the
+    fp32 run closely (fp16 rounding only) and the combiner state moves. (fairseq 0.12 keeps
+    --amp in fp32 on the CPU.) Adam: MemoryEfficientFP16Optimizer refuses SGD."""
+    extra = ("--max-update", "6", "--gradient-combiner", method, "--optimizer", "adam", "--lr", "1e-3")
+    log = one_worker(corpus, str(tmp_path / "half"), *precision, *extra, trace=str(tmp_path / "h"))
+    one_worker(corpus, str(tmp_path / "full"), *extra, trace=str(tmp_path / "f"))
+    half = load_checkpoint(tmp_path / "half" / "checkpoint_last.pt")
+    full = load_checkpoint(tmp_path / "full" / "checkpoint_last.pt")
+    assert half["optimizer_history"][-1]["num_updates"] == 6
+    if precision[0] != "--amp":
+        assert "(float16 rows)" in log
+        assert "loss_scale" in log  # fairseq's dynamic loss scaling ran
+    # Adam moves nearly every weight by about lr per update (6e-3 here): fp16 rounding may
+    # change a few steps, not the run.
+    difference = torch.cat([(half["model"][k].float() - full["model"][k]).flatten() for k in full["model"]])
+    assert difference.abs().mean() < 0.1 * 6 * 1e-3, difference.abs().mean()
+    if method == "gradvac":
+        a, b = half["task_state"]["combiner"]["phi_hat"], full["task_state"]["combiner"]["phi_hat"]
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-2)
+
+
+def test_other_ddp_backends_are_refused(corpus):
+    from fairseq import options, tasks
+
+    import fairseq_gradvac  # noqa: F401
+
+    args = options.parse_args_and_arch(options.get_training_parser(), train_args(corpus, "/tmp/unused"))
+    args.distributed_world_size, args.ddp_backend = 2, "pytorch_ddp"
+    with pytest.raises(ValueError, match="Train with --ddp-backend legacy_ddp"):
+        tasks.setup_task(args)
+    args.ddp_backend = "legacy_ddp"
+    assert tasks.setup_task(args).combiner.name == "gradvac"
