@@ -1,0 +1,96 @@
+"""DirectionGradients on one worker: rows routed by direction, presence, untouched parameters."""
+import pytest
+import torch
+
+from fairseq_gradvac.direction_gradients import DirectionGradients
+from fairseq_gradvac.surgery import ParameterGroups, build_combiner
+
+DIRECTIONS = ["en-fr", "fr-en", "en-cs", "cs-en"]
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.ModuleDict({"a": torch.nn.Linear(3, 2), "b": torch.nn.Linear(2, 1)})
+
+
+def _setup(model):
+    groups = ParameterGroups.from_named_parameters(model.named_parameters(), "all_matrix")
+    return groups, DirectionGradients(groups, DIRECTIONS)
+
+
+def _backward(model, x, use_b=True):
+    h = model["a"](x)
+    (model["b"](h) if use_b else h).pow(2).sum().backward()
+
+
+def _expected(model, groups, x, use_b=True):
+    model.zero_grad(set_to_none=True)
+    _backward(model, x, use_b)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in groups.params]
+    model.zero_grad(set_to_none=True)
+    return groups.flatten(grads)
+
+
+def test_each_direction_accumulates_in_its_own_row_whatever_the_order():
+    model = _model()
+    groups, grads = _setup(model)
+    xs = {d: torch.randn(4, 3, generator=torch.Generator().manual_seed(i)) for i, d in enumerate(DIRECTIONS)}
+    expected = {d: _expected(model, groups, xs[d]) for d in DIRECTIONS}
+    # micro-batches in a mixed order, some directions twice (--update-freq)
+    for d in ["cs-en", "en-fr", "cs-en", "fr-en", "en-fr"]:
+        grads.select(d)
+        _backward(model, xs[d])
+        grads.record(d, 1.0, 5)
+    for r, d in enumerate(DIRECTIONS):
+        times = {"cs-en": 2, "en-fr": 2, "fr-en": 1, "en-cs": 0}[d]
+        torch.testing.assert_close(grads.buffer[r], times * expected[d])
+
+
+def test_absent_and_dummy_directions_are_left_out():
+    """en-cs only ran a dummy batch (zeros, not recorded): MGDA over the recorded directions,
+    not over a zero row (which would make the min-norm update zero)."""
+    model = _model()
+    groups, grads = _setup(model)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(3))
+    for d in ["en-fr", "fr-en"]:
+        grads.select(d)
+        _backward(model, x if d == "en-fr" else -0.5 * x)
+        grads.record(d, 1.0, 10)
+    grads.select("en-cs")
+    (0 * model["b"](model["a"](x)).sum()).backward()  # what fairseq's dummy batch does
+    combiner = build_combiner("mgda")
+    combined = grads.combine(combiner, step=0)
+    assert combiner.last_report.tasks == ["en-fr", "fr-en"]
+    assert combined.abs().sum() > 0
+
+
+def test_parameters_no_direction_reached_keep_grad_none():
+    """As in stock fairseq (e.g. a layer LayerDrop skipped): no gradient, so Adam leaves
+    the parameter alone; the others get the combined gradient."""
+    model = _model()
+    groups, grads = _setup(model)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(4))
+    for d in ["en-fr", "cs-en"]:
+        grads.select(d)
+        _backward(model, x, use_b=False)  # model["b"] unused in this update
+        grads.record(d, 1.0, 10)
+    combined = grads.combine(build_combiner("sum"), step=0)
+    assert model["b"].weight.grad is None and model["b"].bias.grad is None
+    torch.testing.assert_close(model["a"].weight.grad, 2 * _expected(model, groups, x, use_b=False)[: 6].view(2, 3))
+    assert combined.shape == (groups.numel,)
+    # next update: b is used again and gets its gradient
+    model.zero_grad(set_to_none=True)
+    grads.reset()
+    grads.select("en-fr")
+    _backward(model, x)
+    grads.record("en-fr", 1.0, 10)
+    grads.combine(build_combiner("sum"), step=1)
+    assert model["b"].weight.grad is not None
+
+
+def test_unknown_direction_is_refused():
+    _, grads = _setup(_model())
+    with pytest.raises(ValueError, match="'de-en' is not a training direction"):
+        grads.select("de-en")
+    with pytest.raises(ValueError, match="unique"):
+        DirectionGradients(grads.groups, ["en-fr", "en-fr"])
