@@ -162,6 +162,9 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", default=[v[0] for v in VARIANTS],
                         help="labels of the variants to run (stock is always run)")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.variants) - {v[0] for v in VARIANTS})
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose among {[v[0] for v in VARIANTS]}")
     chosen = [v for v in VARIANTS if v[0] == "stock" or v[0] in args.variants]
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, 2 workers on {args.device}, {args.threads} thread(s) "
           f"each, {args.updates} updates ({args.warmup} warm-up), --max-tokens {args.max_tokens}, K = 8")

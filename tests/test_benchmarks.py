@@ -31,3 +31,15 @@ def test_step_overhead_benchmark_refuses_an_unknown_variant():
     proc = subprocess.run([sys.executable, "benchmarks/step_overhead.py", "--quick", "--variants", "gradvax"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown variants ['gradvax']" in proc.stderr
+
+
+def test_distributed_benchmark_counts_the_exchange():
+    """2 workers on the tiny shape: the sharded exchange sends (K+1)/2 = 4.5 times the bytes
+    of stock legacy_ddp per update (counted at the collectives, not timed)."""
+    out = _run("benchmarks/distributed.py", "--sizes", "tiny", "--updates", "3", "--warmup", "1",
+               "--variants", "gradvac sharded")
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"variant", "stock", "gradvac sharded"}
+    assert float(rows["stock"][3]) == 1.0
+    assert 4.4 <= float(rows["gradvac sharded"][3]) <= 4.5
+    assert "reduce_scatter_tensor 1" in rows["gradvac sharded"][6]
