@@ -94,3 +94,25 @@ def test_unknown_direction_is_refused():
         grads.select("de-en")
     with pytest.raises(ValueError, match="unique"):
         DirectionGradients(grads.groups, ["en-fr", "en-fr"])
+
+
+def test_an_update_the_trainer_dropped_contributes_nothing():
+    """fairseq's OOM recovery: zero_grad() mid-update, then the trainer still reaches the
+    all-reduce point (with several workers it must join the collectives): this worker's
+    rows from before count as nothing, and nothing is left over for the next update."""
+    model = _model()
+    groups, grads = _setup(model)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    grads.select("en-fr")
+    _backward(model, x)
+    grads.record("en-fr", 1.0, 10)
+    model.zero_grad(set_to_none=True)  # the trainer after an OOM
+    assert grads.combine(build_combiner("gradvac"), step=0) is None
+    assert all(p.grad is None for p in model.parameters())
+    grads.select("fr-en")  # the next update starts clean
+    _backward(model, x)
+    grads.record("fr-en", 1.0, 10)
+    combiner = build_combiner("sum")
+    combined = grads.combine(combiner, step=1)
+    assert combiner.last_report.tasks == ["fr-en"]
+    torch.testing.assert_close(combined, _expected(model, groups, x))
