@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tiny_corpus
-from fairseq_runs import load_checkpoint, run_cli, train, train_args
+from fairseq_runs import load_checkpoint, run_cli, train, train_args, train_killed_at
 
 METHOD_RUNS = [
     ("sum", "all_layer"), ("pcgrad", "all_layer"), ("gradvac", "all_layer"),
@@ -50,14 +50,17 @@ def test_every_method_and_granularity_trains(corpus, tmp_path, method, granulari
 
 
 def test_sum_update_equals_the_stock_task(corpus, tmp_path):
-    """Same seed, data and batches, no dropout: the same model after 10 updates.
+    """Same seed, data and batches, no dropout: the same model after 40 updates, 3 epochs.
 
+    Each epoch's sample order is seeded with the dataset's class name: epochs after the
+    first differ if the task's dataset class is named differently from fairseq's.
     Plain SGD: Adam would blow up float noise in gradients that are exactly zero in exact
     arithmetic (attention key biases) into lr-sized steps.
     """
-    common = ("--max-update", "10", "--dropout", "0", "--optimizer", "sgd", "--lr", "0.5")
+    common = ("--max-update", "40", "--dropout", "0", "--optimizer", "sgd", "--lr", "0.5")
     train(corpus, str(tmp_path / "stock"), *common, task="translation_multi_simple_epoch")
-    train(corpus, str(tmp_path / "sum"), *common, "--gradient-combiner", "sum")
+    proc = train(corpus, str(tmp_path / "sum"), *common, "--gradient-combiner", "sum")
+    assert "end of epoch 3 " in proc.stdout + proc.stderr
     stock = load_checkpoint(tmp_path / "stock" / "checkpoint_last.pt")["model"]
     ours = load_checkpoint(tmp_path / "sum" / "checkpoint_last.pt")["model"]
     assert stock.keys() == ours.keys()
@@ -82,6 +85,50 @@ def test_resume_continues_with_the_saved_combiner_state(corpus, gradvac_run, tmp
     distance_saved = (after["phi_hat"] - saved["phi_hat"]).abs().max()
     distance_fresh = (after["phi_hat"] - fresh["phi_hat"]).abs().max()
     assert distance_saved < distance_fresh
+
+
+# 13 updates per epoch on this corpus; saved at updates 4, 8, 12, 13 (end of epoch 1), 16, 20, ...
+RESUMED_RUN = ("--max-update", "30", "--save-interval-updates", "4", "--gradient-combiner", "gradvac")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(corpus, tmp_path_factory):
+    save = str(tmp_path_factory.mktemp("uninterrupted"))
+    proc = train(corpus, save, *RESUMED_RUN)
+    assert "end of epoch 2 " in proc.stdout + proc.stderr
+    return load_checkpoint(os.path.join(save, "checkpoint_last.pt"))
+
+
+def _assert_equal_states(a, b, where="task_state"):
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_states(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("moment", [
+    "update:18",  # between two checkpoints
+    "write:checkpoint_2_20.pt",  # while fairseq writes a checkpoint
+])
+def test_a_run_killed_in_epoch_2_continues_exactly(corpus, uninterrupted_run, tmp_path, moment):
+    """Killed inside epoch 2, the same command gives the uninterrupted run's model and state.
+
+    It resumes from update 16, mid-epoch: fairseq restores the position in the epoch, the
+    epoch's sample order must be the same as before, and the GradVac targets come back.
+    """
+    train_killed_at(moment, corpus, str(tmp_path), *RESUMED_RUN)
+    proc = train(corpus, str(tmp_path), *RESUMED_RUN)
+    assert "(epoch 2 @ 16 updates)" in proc.stdout + proc.stderr
+    resumed = load_checkpoint(tmp_path / "checkpoint_last.pt")
+    assert resumed["model"].keys() == uninterrupted_run["model"].keys()
+    for key, value in uninterrupted_run["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    _assert_equal_states(resumed["task_state"], uninterrupted_run["task_state"])
 
 
 @pytest.mark.parametrize("change,message", [

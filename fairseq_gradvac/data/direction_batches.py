@@ -8,8 +8,7 @@ language tokens of the stock batch, one batch per direction.
 """
 from collections import OrderedDict
 
-from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
-from fairseq.data.multilingual.sampled_multi_epoch_dataset import SampledMultiEpochDataset
+from fairseq.data.multilingual import sampled_multi_dataset, sampled_multi_epoch_dataset
 
 
 def direction_of(key) -> str:
@@ -31,18 +30,22 @@ def _collate_by_direction(self, samples, **extra_args):
     )
 
 
+# fairseq seeds each epoch's sampling with a hash of the dataset's class name
+# (SampledMultiDataset._establish_virtual_datasets, SampledMultiEpochDataset._next_global_indices):
+# the subclasses keep fairseq's names so every epoch samples what the stock task samples, and a
+# run resumed inside epoch 2 or later (dataset built, then re-classed) continues the same order.
 # Single inheritance: CPython only lets __class__ change between identical layouts.
-class DirectionBatchedSampledMultiDataset(SampledMultiDataset):
+class SampledMultiDataset(sampled_multi_dataset.SampledMultiDataset):
     collater = _collate_by_direction
 
 
-class DirectionBatchedSampledMultiEpochDataset(SampledMultiEpochDataset):
+class SampledMultiEpochDataset(sampled_multi_epoch_dataset.SampledMultiEpochDataset):
     collater = _collate_by_direction
 
 
 _SPLIT_CLASS = {
-    SampledMultiDataset: DirectionBatchedSampledMultiDataset,
-    SampledMultiEpochDataset: DirectionBatchedSampledMultiEpochDataset,
+    sampled_multi_dataset.SampledMultiDataset: SampledMultiDataset,
+    sampled_multi_epoch_dataset.SampledMultiEpochDataset: SampledMultiEpochDataset,
 }
 
 
