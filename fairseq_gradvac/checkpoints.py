@@ -1,4 +1,5 @@
-"""fairseq checkpoints under torch >= 2.6, and the combiner state's way back on resume.
+"""fairseq checkpoints under torch >= 2.6, the combiner state's way back on resume, and
+checkpoint copies a crash cannot tear.
 
 fairseq 0.12 saves ``task.state_dict()`` in every checkpoint but gives it back only when
 loading for generation, not on ``--restore-file``. Every checkpoint fairseq reads goes
@@ -6,13 +7,20 @@ through ``checkpoint_utils.load_checkpoint_to_cpu``; wrapped here, it (1) unpick
 checkpoint's own configuration objects that torch's ``weights_only`` default rejects,
 without turning the safety check off for anything else, and (2) hands the training task
 its combiner state from the checkpoint the trainer resumes from.
+
+fairseq writes a checkpoint through a temporary file and a rename, then copies it to
+``checkpoint_last.pt`` (and ``checkpoint_best.pt``) in place: a kill during that copy
+leaves a truncated ``checkpoint_last.pt`` and the same command then fails to resume. Here
+``checkpoint_utils`` copies through a temporary file and a rename too: a kill leaves the
+previous ``checkpoint_last.pt`` whole.
 """
 import argparse
 import functools
 import logging
+import os
 
 import torch
-from fairseq import checkpoint_utils
+from fairseq import checkpoint_utils, file_io
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,20 @@ def _wrap(load):
     return load_checkpoint_to_cpu
 
 
+class _RenamingPathManager(file_io.PathManager):
+    """fairseq's PathManager whose ``copy`` never leaves a partial file at the destination."""
+
+    @staticmethod
+    def copy(src_path: str, dst_path: str, overwrite: bool = False):
+        if not file_io.PathManager.supports_rename(dst_path):  # remote storage: as fairseq does
+            return file_io.PathManager.copy(src_path, dst_path, overwrite)
+        tmp = dst_path + ".tmp"
+        file_io.PathManager.copy(src_path, tmp, overwrite=True)
+        os.replace(tmp, dst_path)
+        return dst_path
+
+
 def install() -> None:
     if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "wrapped_by_gradvac", False):
         checkpoint_utils.load_checkpoint_to_cpu = _wrap(checkpoint_utils.load_checkpoint_to_cpu)
+    checkpoint_utils.PathManager = _RenamingPathManager

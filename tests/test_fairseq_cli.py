@@ -114,6 +114,7 @@ def _assert_equal_states(a, b, where="task_state"):
 @pytest.mark.parametrize("moment", [
     "update:18",  # between two checkpoints
     "write:checkpoint_2_20.pt",  # while fairseq writes a checkpoint
+    "copy:checkpoint_2_20.pt:checkpoint_last.pt",  # while fairseq copies it
 ])
 def test_a_run_killed_in_epoch_2_continues_exactly(corpus, uninterrupted_run, tmp_path, moment):
     """Killed inside epoch 2, the same command gives the uninterrupted run's model and state.
