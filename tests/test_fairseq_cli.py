@@ -87,6 +87,19 @@ def test_resume_continues_with_the_saved_combiner_state(corpus, gradvac_run, tmp
     assert distance_saved < distance_fresh
 
 
+def test_extra_data_trains_every_direction(corpus, tmp_path):
+    """--extra-data with a second en-fr data set and a direction only in --extra-lang-pairs."""
+    mined = tiny_corpus.build_extra(corpus, str(tmp_path / "mined"), ["en-fr", "fr-cs"])
+    proc = train(corpus, str(tmp_path / "run"), "--max-update", "4", "--extra-data", repr({"mined": mined}),
+                 "--extra-lang-pairs", repr({"mined": "en-fr,fr-cs"}),
+                 "--langtoks", repr({"mined": ("tgt", None)}))
+    log = proc.stdout + proc.stderr
+    directions = corpus["directions"] + ["fr-cs"]
+    assert "5 directions" in log and all(f"loss_{d}" in log for d in directions)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["task_state"]["combiner"]
+    assert sorted(state["task_names"]) == sorted(directions)
+
+
 # 13 updates per epoch on this corpus; saved at updates 4, 8, 12, 13 (end of epoch 1), 16, 20, ...
 RESUMED_RUN = ("--max-update", "30", "--save-interval-updates", "4", "--gradient-combiner", "gradvac")
 

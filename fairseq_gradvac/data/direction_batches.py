@@ -2,9 +2,9 @@
 
 fairseq's multilingual datasets collate rows of all directions into one batch and forget
 which row came from which direction; the per-direction gradients need them apart. The
-sampled dataset's items already carry their sub-dataset index, so collating each
-direction with its own sub-dataset's collater gives exactly the rows, padding side and
-language tokens of the stock batch, one batch per direction.
+sampled dataset's items carry their sub-dataset index, and so their direction; fairseq's
+own mixed-batch collater applied to one direction's rows gives exactly the rows, padding
+side and language tokens of the stock batch, one batch per direction.
 """
 from collections import OrderedDict
 
@@ -17,16 +17,22 @@ def direction_of(key) -> str:
 
 
 def _collate_by_direction(self, samples, **extra_args):
-    """OrderedDict direction -> that direction's batch, in sub-dataset order."""
+    """OrderedDict direction -> that direction's batch, in sub-dataset order.
+
+    One direction can have several sub-datasets (``--extra-data`` of a direction that is
+    also in ``--lang-pairs``: keys main:en-fr and mined:en-fr): their rows go into one
+    batch, collated as the stock batch collates them (one shared collater, or each
+    sub-dataset's own and then concatenated, as fairseq decides).
+    """
     if len(samples) == 0:
         return None
-    rows = [[] for _ in self.datasets]
+    rows = OrderedDict((direction_of(key), []) for key in self.keys)
     for ds_idx, sample in samples:
-        rows[ds_idx].append(sample)
+        rows[direction_of(self.keys[ds_idx])].append((ds_idx, sample))
     return OrderedDict(
-        (direction_of(self.keys[i]), dataset.collater(rows[i]))
-        for i, dataset in enumerate(self.datasets)
-        if rows[i]
+        (direction, sampled_multi_dataset.SampledMultiDataset.collater(self, batch, **extra_args))
+        for direction, batch in rows.items()
+        if batch
     )
 
 

@@ -80,14 +80,27 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         if training:
             checkpoints.expect_restore(self)
 
+    @property
+    def training_directions(self):
+        """Every training direction once: --lang-pairs, then those only in --extra-lang-pairs.
+
+        The order of fairseq's training datasets; a direction's rows from all of its
+        datasets form one batch (data/direction_batches.py).
+        """
+        paths, pairs = self.data_manager.get_data_paths_and_lang_pairs(
+            getattr(self.args, "train_subset", "train")
+        )
+        langs = [pair.split("-") for category in paths if category in pairs for pair in pairs[category]]
+        return list(dict.fromkeys(f"{p[0]}-{p[-1]}" for p in langs))  # monolingual "xx": xx-xx
+
     def _build_combiner(self, args):
-        directions = list(self.lang_pairs)
+        directions = self.training_directions
         for pair in directions:
             for lang in pair.split("-"):
                 if lang not in self.langs:
                     raise ValueError(
-                        f"--lang-pairs names {pair}, but {lang!r} is not in the language "
-                        f"list ({', '.join(self.langs)})"
+                        f"training direction {pair} names {lang!r}, which is not in the "
+                        f"language list ({', '.join(self.langs)})"
                     )
         chosen = args.gradvac_directions
         if chosen is not None:
@@ -95,7 +108,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             if unknown:
                 raise ValueError(
                     f"--gradvac-directions names {', '.join(unknown)}, which are not training "
-                    f"directions (--lang-pairs: {', '.join(directions)})"
+                    f"directions ({', '.join(directions)})"
                 )
         name = args.gradient_combiner
         if name in ("gradvac", "pcgrad"):
@@ -151,7 +164,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             groups = ParameterGroups.from_named_parameters(
                 model.named_parameters(), self.args.combine_granularity
             )
-            self._grads = DirectionGradients(groups, capacity=len(self.lang_pairs))
+            self._grads = DirectionGradients(groups, capacity=len(self.training_directions))
             self._grads_model = model
             # The trainer calls model.all_reduce_grads() (through the optimizer) after the
             # last micro-batch of an update and before rescaling and clipping: the place
@@ -160,7 +173,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             logger.info(
                 f"{self.combiner.name} on {len(groups)} parameter groups "
                 f"({self.args.combine_granularity}), {groups.numel:,} parameters, "
-                f"{len(self.lang_pairs)} directions"
+                f"{len(self.training_directions)} directions"
             )
         return self._grads
 
