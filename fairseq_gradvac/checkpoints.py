@@ -28,7 +28,8 @@ _training_task = None
 
 
 def expect_restore(task) -> None:
-    """Give ``task`` the combiner state of the checkpoint the trainer loads next."""
+    """Give ``task`` the combiner state of the checkpoint the trainer loads next (after
+    checking its languages)."""
     global _training_task
     _training_task = task
 
@@ -37,7 +38,9 @@ def _hand_back(path, state) -> None:
     task = _training_task
     if task is None or task.combiner is None:
         return
-    saved = (state.get("task_state") or {}).get("combiner")
+    task_state = state.get("task_state") or {}
+    task.check_languages(task_state)
+    saved = task_state.get("combiner")
     args = task.args
     if getattr(args, "finetune_from_model", None) and str(path) == str(args.finetune_from_model):
         logger.info(f"fine-tuning from {path}: the combiner starts afresh")

@@ -1,13 +1,14 @@
 """The plugin through the real command lines: fairseq-train, resume, fairseq-generate."""
 import json
 import os
+import re
 import shutil
 
 import pytest
 import torch
 
 import tiny_corpus
-from fairseq_runs import load_checkpoint, run_cli, train, train_args, train_killed_at
+from fairseq_runs import load_checkpoint, run_cli, task_args, train, train_args, train_killed_at
 
 METHOD_RUNS = [
     ("sum", "all_layer"), ("pcgrad", "all_layer"), ("gradvac", "all_layer"),
@@ -191,6 +192,66 @@ def test_unknown_language_and_missing_data(corpus, tmp_path):
     missing = dict(corpus, bin=str(tmp_path / "nowhere"))
     proc = run_cli("train", train_args(missing, str(tmp_path), "--max-update", "2"), check=False)
     assert proc.returncode != 0 and "nowhere" in proc.stderr
+
+
+def _task(corpus, *extra, **kwargs):
+    """The task as fairseq-train sets it up (in this process: faster than a failing run)."""
+    from fairseq import options, tasks
+
+    import fairseq_gradvac  # noqa: F401
+
+    parser = options.get_training_parser()
+    return tasks.setup_task(options.parse_args_and_arch(parser, train_args(corpus, "/tmp/unused", *extra,
+                                                                           **kwargs)))
+
+
+@pytest.mark.parametrize("extra,directions,message", [
+    (("--gradient-combiner", "pcgrad", "--gradvac-fixed-target", "0.5"), None,
+     "--gradvac-fixed-target applies to gradvac, not pcgrad"),
+    (("--gradient-combiner", "sum", "--gradvac-fixed-target", "0.5"), None,
+     "--gradvac-fixed-target applies to gradvac, not sum"),
+    ((), ["en-fr", "en-fr", "fr-en"], "--lang-pairs names en-fr more than once"),
+])
+def test_options_that_would_be_ignored_are_refused(corpus, extra, directions, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _task(corpus, *extra, directions=directions)
+
+
+def test_gradvac_directions_naming_none_is_refused(corpus, capsys):
+    with pytest.raises(SystemExit):
+        _task(corpus, "--gradvac-directions", ",")
+    assert "argument --gradvac-directions: ',' names no direction" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_missing_files_of_a_direction_are_named(corpus, tmp_path, split):
+    data = tmp_path / "bin"
+    shutil.copytree(corpus["bin"], data)
+    for f in data.glob(f"{split}.en-cs.*"):
+        f.unlink()
+    task = _task(dict(corpus, bin=str(data)))
+    with pytest.raises(ValueError, match=re.escape(f"en-cs (main data) has no {split} files in {data}")):
+        task.load_dataset(split)
+
+
+def test_another_language_list_is_refused(corpus, gradvac_run, tmp_path):
+    """Without --lang-dict the language list is --lang-pairs' languages sorted (cs, en, fr, not
+    the model's en, fr, cs): the same number of language tokens, naming other languages."""
+    save, _ = gradvac_run
+    args = task_args(corpus)
+    del args[args.index("--lang-dict"):args.index("--lang-dict") + 2]
+    proc = run_cli("generate", args + ["--path", os.path.join(save, "checkpoint_last.pt"),
+                                       "--source-lang", "en", "--target-lang", "fr", "--beam", "1",
+                                       "--gen-subset", "test"], check=False)
+    assert proc.returncode != 0
+    assert "trained with the languages en, fr, cs" in proc.stderr
+    reordered = tmp_path / "langs.txt"
+    reordered.write_text("cs\nen\nfr\n")
+    shutil.copytree(save, tmp_path / "run")
+    proc = run_cli("train", train_args(dict(corpus, lang_dict=str(reordered)), str(tmp_path / "run"),
+                                       "--max-update", "14"), check=False)
+    assert proc.returncode != 0
+    assert "this run has cs, en, fr" in proc.stderr
 
 
 def test_empty_direction_is_refused(corpus, tmp_path):
