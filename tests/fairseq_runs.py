@@ -38,16 +38,32 @@ def train_args(corpus, save_dir, *extra, task="multilingual_gradvac", directions
     ]
 
 
-def run_cli(module, args, check=True):
-    """Run a fairseq command line (fairseq_cli.<module>) in a fresh interpreter."""
+def _env():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)  # checkpoints must load without it
+    return env
+
+
+def run_cli(module, args, check=True):
+    """Run a fairseq command line (fairseq_cli.<module>) in a fresh interpreter."""
     proc = subprocess.run(
         [sys.executable, "-m", f"fairseq_cli.{module}", *args],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+        capture_output=True, text=True, env=_env(), cwd=ROOT,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"fairseq {module} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def train_killed_at(moment, corpus, save_dir, *extra, **kwargs):
+    """fairseq-train killed (SIGKILL) at ``moment`` (see killed_train.py); fails if it ran through."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "killed_train.py"), moment,
+         *train_args(corpus, save_dir, *extra, **kwargs)],
+        capture_output=True, text=True, env=_env(), cwd=ROOT,
+    )
+    if proc.returncode != -9:
+        raise AssertionError(f"not killed at {moment} (exit {proc.returncode}):\n{proc.stderr[-5000:]}")
     return proc
 
 

@@ -1,13 +1,14 @@
 """The plugin through the real command lines: fairseq-train, resume, fairseq-generate."""
 import json
 import os
+import re
 import shutil
 
 import pytest
 import torch
 
 import tiny_corpus
-from fairseq_runs import load_checkpoint, run_cli, train, train_args
+from fairseq_runs import load_checkpoint, run_cli, task_args, train, train_args, train_killed_at
 
 METHOD_RUNS = [
     ("sum", "all_layer"), ("pcgrad", "all_layer"), ("gradvac", "all_layer"),
@@ -50,14 +51,17 @@ def test_every_method_and_granularity_trains(corpus, tmp_path, method, granulari
 
 
 def test_sum_update_equals_the_stock_task(corpus, tmp_path):
-    """Same seed, data and batches, no dropout: the same model after 10 updates.
+    """Same seed, data and batches, no dropout: the same model after 40 updates, 3 epochs.
 
+    Each epoch's sample order is seeded with the dataset's class name: epochs after the
+    first differ if the task's dataset class is named differently from fairseq's.
     Plain SGD: Adam would blow up float noise in gradients that are exactly zero in exact
     arithmetic (attention key biases) into lr-sized steps.
     """
-    common = ("--max-update", "10", "--dropout", "0", "--optimizer", "sgd", "--lr", "0.5")
+    common = ("--max-update", "40", "--dropout", "0", "--optimizer", "sgd", "--lr", "0.5")
     train(corpus, str(tmp_path / "stock"), *common, task="translation_multi_simple_epoch")
-    train(corpus, str(tmp_path / "sum"), *common, "--gradient-combiner", "sum")
+    proc = train(corpus, str(tmp_path / "sum"), *common, "--gradient-combiner", "sum")
+    assert "end of epoch 3 " in proc.stdout + proc.stderr
     stock = load_checkpoint(tmp_path / "stock" / "checkpoint_last.pt")["model"]
     ours = load_checkpoint(tmp_path / "sum" / "checkpoint_last.pt")["model"]
     assert stock.keys() == ours.keys()
@@ -82,6 +86,64 @@ def test_resume_continues_with_the_saved_combiner_state(corpus, gradvac_run, tmp
     distance_saved = (after["phi_hat"] - saved["phi_hat"]).abs().max()
     distance_fresh = (after["phi_hat"] - fresh["phi_hat"]).abs().max()
     assert distance_saved < distance_fresh
+
+
+def test_extra_data_trains_every_direction(corpus, tmp_path):
+    """--extra-data with a second en-fr data set and a direction only in --extra-lang-pairs."""
+    mined = tiny_corpus.build_extra(corpus, str(tmp_path / "mined"), ["en-fr", "fr-cs"])
+    proc = train(corpus, str(tmp_path / "run"), "--max-update", "4", "--extra-data", repr({"mined": mined}),
+                 "--extra-lang-pairs", repr({"mined": "en-fr,fr-cs"}),
+                 "--langtoks", repr({"mined": ("tgt", None)}))
+    log = proc.stdout + proc.stderr
+    directions = corpus["directions"] + ["fr-cs"]
+    assert "5 directions" in log and all(f"loss_{d}" in log for d in directions)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["task_state"]["combiner"]
+    assert sorted(state["task_names"]) == sorted(directions)
+
+
+# 13 updates per epoch on this corpus; saved at updates 4, 8, 12, 13 (end of epoch 1), 16, 20, ...
+RESUMED_RUN = ("--max-update", "30", "--save-interval-updates", "4", "--gradient-combiner", "gradvac")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(corpus, tmp_path_factory):
+    save = str(tmp_path_factory.mktemp("uninterrupted"))
+    proc = train(corpus, save, *RESUMED_RUN)
+    assert "end of epoch 2 " in proc.stdout + proc.stderr
+    return load_checkpoint(os.path.join(save, "checkpoint_last.pt"))
+
+
+def _assert_equal_states(a, b, where="task_state"):
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_equal_states(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("moment", [
+    "update:18",  # between two checkpoints
+    "write:checkpoint_2_20.pt",  # while fairseq writes a checkpoint
+    "copy:checkpoint_2_20.pt:checkpoint_last.pt",  # while fairseq copies it
+])
+def test_a_run_killed_in_epoch_2_continues_exactly(corpus, uninterrupted_run, tmp_path, moment):
+    """Killed inside epoch 2, the same command gives the uninterrupted run's model and state.
+
+    It resumes from update 16, mid-epoch: fairseq restores the position in the epoch, the
+    epoch's sample order must be the same as before, and the GradVac targets come back.
+    """
+    train_killed_at(moment, corpus, str(tmp_path), *RESUMED_RUN)
+    proc = train(corpus, str(tmp_path), *RESUMED_RUN)
+    assert "(epoch 2 @ 16 updates)" in proc.stdout + proc.stderr
+    resumed = load_checkpoint(tmp_path / "checkpoint_last.pt")
+    assert resumed["model"].keys() == uninterrupted_run["model"].keys()
+    for key, value in uninterrupted_run["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    _assert_equal_states(resumed["task_state"], uninterrupted_run["task_state"])
 
 
 @pytest.mark.parametrize("change,message", [
@@ -130,6 +192,66 @@ def test_unknown_language_and_missing_data(corpus, tmp_path):
     missing = dict(corpus, bin=str(tmp_path / "nowhere"))
     proc = run_cli("train", train_args(missing, str(tmp_path), "--max-update", "2"), check=False)
     assert proc.returncode != 0 and "nowhere" in proc.stderr
+
+
+def _task(corpus, *extra, **kwargs):
+    """The task as fairseq-train sets it up (in this process: faster than a failing run)."""
+    from fairseq import options, tasks
+
+    import fairseq_gradvac  # noqa: F401
+
+    parser = options.get_training_parser()
+    return tasks.setup_task(options.parse_args_and_arch(parser, train_args(corpus, "/tmp/unused", *extra,
+                                                                           **kwargs)))
+
+
+@pytest.mark.parametrize("extra,directions,message", [
+    (("--gradient-combiner", "pcgrad", "--gradvac-fixed-target", "0.5"), None,
+     "--gradvac-fixed-target applies to gradvac, not pcgrad"),
+    (("--gradient-combiner", "sum", "--gradvac-fixed-target", "0.5"), None,
+     "--gradvac-fixed-target applies to gradvac, not sum"),
+    ((), ["en-fr", "en-fr", "fr-en"], "--lang-pairs names en-fr more than once"),
+])
+def test_options_that_would_be_ignored_are_refused(corpus, extra, directions, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _task(corpus, *extra, directions=directions)
+
+
+def test_gradvac_directions_naming_none_is_refused(corpus, capsys):
+    with pytest.raises(SystemExit):
+        _task(corpus, "--gradvac-directions", ",")
+    assert "argument --gradvac-directions: ',' names no direction" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_missing_files_of_a_direction_are_named(corpus, tmp_path, split):
+    data = tmp_path / "bin"
+    shutil.copytree(corpus["bin"], data)
+    for f in data.glob(f"{split}.en-cs.*"):
+        f.unlink()
+    task = _task(dict(corpus, bin=str(data)))
+    with pytest.raises(ValueError, match=re.escape(f"en-cs (main data) has no {split} files in {data}")):
+        task.load_dataset(split)
+
+
+def test_another_language_list_is_refused(corpus, gradvac_run, tmp_path):
+    """Without --lang-dict the language list is --lang-pairs' languages sorted (cs, en, fr, not
+    the model's en, fr, cs): the same number of language tokens, naming other languages."""
+    save, _ = gradvac_run
+    args = task_args(corpus)
+    del args[args.index("--lang-dict"):args.index("--lang-dict") + 2]
+    proc = run_cli("generate", args + ["--path", os.path.join(save, "checkpoint_last.pt"),
+                                       "--source-lang", "en", "--target-lang", "fr", "--beam", "1",
+                                       "--gen-subset", "test"], check=False)
+    assert proc.returncode != 0
+    assert "trained with the languages en, fr, cs" in proc.stderr
+    reordered = tmp_path / "langs.txt"
+    reordered.write_text("cs\nen\nfr\n")
+    shutil.copytree(save, tmp_path / "run")
+    proc = run_cli("train", train_args(dict(corpus, lang_dict=str(reordered)), str(tmp_path / "run"),
+                                       "--max-update", "14"), check=False)
+    assert proc.returncode != 0
+    assert "this run has cs, en, fr" in proc.stderr
 
 
 def test_empty_direction_is_refused(corpus, tmp_path):

@@ -1,4 +1,6 @@
 """In-process checks of the task's data split and per-direction gradients (real fairseq objects)."""
+from collections import Counter
+
 import pytest
 import torch
 from fairseq import options, tasks
@@ -6,12 +8,24 @@ from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
 
 import fairseq_gradvac  # noqa: F401  (registers the task)
 import tiny_corpus
+from fairseq_gradvac.data.direction_batches import direction_of
 from fairseq_runs import TINY_MODEL, task_args
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return tiny_corpus.build(str(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def mined(corpus, tmp_path_factory):
+    """--extra-data of en-fr (also in --lang-pairs: a second en-fr data set) and fr-cs (new)."""
+    return tiny_corpus.build_extra(corpus, str(tmp_path_factory.mktemp("mined")), ["en-fr", "fr-cs"])
+
+
+def _extra_data(path, encoder_langtok="tgt"):
+    return ("--extra-data", repr({"mined": path}), "--extra-lang-pairs", repr({"mined": "en-fr,fr-cs"}),
+            "--langtoks", repr({"mined": (encoder_langtok, None)}))
 
 
 def _setup(corpus, *extra, encoder_langtok="tgt"):
@@ -47,14 +61,20 @@ def _flat_grad(model):
     return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
 
 
-@pytest.mark.parametrize("encoder_langtok", ["src", "tgt"])
-def test_batches_split_exactly_by_direction(corpus, encoder_langtok):
-    _, task, _, _ = _setup(corpus, encoder_langtok=encoder_langtok)
+@pytest.mark.parametrize("encoder_langtok,extra", [("src", False), ("tgt", False), ("tgt", True)])
+def test_batches_split_exactly_by_direction(corpus, mined, encoder_langtok, extra):
+    _, task, _, _ = _setup(corpus, *(_extra_data(mined, encoder_langtok) if extra else ()),
+                           encoder_langtok=encoder_langtok)
     dataset, samples = _samples(task)
+    directions = corpus["directions"] + (["fr-cs"] if extra else [])
+    assert task.training_directions == directions
+    assert {dataset.keys[i] for i, _ in samples} == set(dataset.keys)  # every data set sampled
     by_direction = dataset.collater(samples)
     mixed = SampledMultiDataset.collater(dataset, samples)  # fairseq's own mixed batch
-    assert list(by_direction) == [d for d in corpus["directions"] if d in by_direction]
-    assert len(by_direction) == len(corpus["directions"])
+    assert list(by_direction) == directions
+    # Every row reaches its direction's batch, from all of the direction's data sets.
+    rows_per_direction = Counter(direction_of(dataset.keys[i]) for i, _ in samples)
+    assert {d: b["nsentences"] for d, b in by_direction.items()} == rows_per_direction
     pad = task.source_dictionary.pad()
     rows = []  # (source, target) without padding; ids are per-direction, so not keys
     for direction, batch in by_direction.items():
@@ -74,8 +94,10 @@ def test_batches_split_exactly_by_direction(corpus, encoder_langtok):
     assert sorted(rows) == sorted(mixed_rows)
 
 
-def test_direction_gradients_sum_to_the_mixed_batch_gradient(corpus):
-    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "sum")
+@pytest.mark.parametrize("extra", [False, True])
+def test_direction_gradients_sum_to_the_mixed_batch_gradient(corpus, mined, extra):
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "sum",
+                                       *(_extra_data(mined) if extra else ()))
     dataset, samples = _samples(task)
     mixed = SampledMultiDataset.collater(dataset, samples)
     loss, size, _ = criterion(model, mixed)

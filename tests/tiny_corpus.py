@@ -68,4 +68,23 @@ def build(root, langs=LANGS[:3], train_sizes=None, n_valid=20, n_test=20, seed=0
         f.write("\n".join(langs) + "\n")
     directions = [f"en-{x}" for x in others] + [f"{x}-en" for x in others]
     return {"bin": binary, "raw": raw, "lang_dict": lang_dict, "directions": directions,
-            "zero_shot": [f"{a}-{b}" for (a, b), s in pairs.items() if s == ("test",)]}
+            "zero_shot": [f"{a}-{b}" for (a, b), s in pairs.items() if s == ("test",)],
+            "dict": dict_path}
+
+
+def build_extra(corpus, root, directions, n=100, seed=1):
+    """More training rows of ``directions`` ("en-fr", ...), binarized with ``corpus``'s
+    dictionary into ``root``: a data set for ``--extra-data``."""
+    rng = random.Random(seed)
+    raw = os.path.join(root, "raw")
+    os.makedirs(raw, exist_ok=True)
+    for direction in directions:
+        a, b = direction.split("-")
+        rows = _sentences(rng, n)
+        for lang in (a, b):
+            with open(os.path.join(raw, f"train.{a}-{b}.{lang}"), "w") as f:
+                f.write("\n".join(" ".join(_word(lang, c) for c in row) for row in rows) + "\n")
+        _preprocess("--source-lang", a, "--target-lang", b, "--trainpref",
+                    os.path.join(raw, f"train.{a}-{b}"), "--srcdict", corpus["dict"],
+                    "--tgtdict", corpus["dict"], "--destdir", os.path.join(root, "bin"))
+    return os.path.join(root, "bin")

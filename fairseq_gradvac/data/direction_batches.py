@@ -2,14 +2,13 @@
 
 fairseq's multilingual datasets collate rows of all directions into one batch and forget
 which row came from which direction; the per-direction gradients need them apart. The
-sampled dataset's items already carry their sub-dataset index, so collating each
-direction with its own sub-dataset's collater gives exactly the rows, padding side and
-language tokens of the stock batch, one batch per direction.
+sampled dataset's items carry their sub-dataset index, and so their direction; fairseq's
+own mixed-batch collater applied to one direction's rows gives exactly the rows, padding
+side and language tokens of the stock batch, one batch per direction.
 """
 from collections import OrderedDict
 
-from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
-from fairseq.data.multilingual.sampled_multi_epoch_dataset import SampledMultiEpochDataset
+from fairseq.data.multilingual import sampled_multi_dataset, sampled_multi_epoch_dataset
 
 
 def direction_of(key) -> str:
@@ -18,31 +17,41 @@ def direction_of(key) -> str:
 
 
 def _collate_by_direction(self, samples, **extra_args):
-    """OrderedDict direction -> that direction's batch, in sub-dataset order."""
+    """OrderedDict direction -> that direction's batch, in sub-dataset order.
+
+    One direction can have several sub-datasets (``--extra-data`` of a direction that is
+    also in ``--lang-pairs``: keys main:en-fr and mined:en-fr): their rows go into one
+    batch, collated as the stock batch collates them (one shared collater, or each
+    sub-dataset's own and then concatenated, as fairseq decides).
+    """
     if len(samples) == 0:
         return None
-    rows = [[] for _ in self.datasets]
+    rows = OrderedDict((direction_of(key), []) for key in self.keys)
     for ds_idx, sample in samples:
-        rows[ds_idx].append(sample)
+        rows[direction_of(self.keys[ds_idx])].append((ds_idx, sample))
     return OrderedDict(
-        (direction_of(self.keys[i]), dataset.collater(rows[i]))
-        for i, dataset in enumerate(self.datasets)
-        if rows[i]
+        (direction, sampled_multi_dataset.SampledMultiDataset.collater(self, batch, **extra_args))
+        for direction, batch in rows.items()
+        if batch
     )
 
 
+# fairseq seeds each epoch's sampling with a hash of the dataset's class name
+# (SampledMultiDataset._establish_virtual_datasets, SampledMultiEpochDataset._next_global_indices):
+# the subclasses keep fairseq's names so every epoch samples what the stock task samples, and a
+# run resumed inside epoch 2 or later (dataset built, then re-classed) continues the same order.
 # Single inheritance: CPython only lets __class__ change between identical layouts.
-class DirectionBatchedSampledMultiDataset(SampledMultiDataset):
+class SampledMultiDataset(sampled_multi_dataset.SampledMultiDataset):
     collater = _collate_by_direction
 
 
-class DirectionBatchedSampledMultiEpochDataset(SampledMultiEpochDataset):
+class SampledMultiEpochDataset(sampled_multi_epoch_dataset.SampledMultiEpochDataset):
     collater = _collate_by_direction
 
 
 _SPLIT_CLASS = {
-    SampledMultiDataset: DirectionBatchedSampledMultiDataset,
-    SampledMultiEpochDataset: DirectionBatchedSampledMultiEpochDataset,
+    sampled_multi_dataset.SampledMultiDataset: SampledMultiDataset,
+    sampled_multi_epoch_dataset.SampledMultiEpochDataset: SampledMultiEpochDataset,
 }
 
 

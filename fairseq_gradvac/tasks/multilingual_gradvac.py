@@ -11,6 +11,7 @@ Data, dictionaries, language tokens, sampling and inference are fairseq's
    gradients are rescaled, clipped and applied; with several workers the rows are summed
    over workers on the way (gradient_exchange.py), with the math of one worker.
 """
+import argparse
 import contextlib
 import logging
 import math
@@ -18,7 +19,7 @@ import os
 from collections import defaultdict
 
 import torch
-from fairseq import metrics
+from fairseq import metrics, utils
 from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
@@ -33,7 +34,10 @@ logger = logging.getLogger(__name__)
 
 
 def _directions_option(value):
-    return [d.strip() for d in value.split(",") if d.strip()] if value else None
+    directions = [d.strip() for d in value.split(",") if d.strip()]
+    if not directions:  # an empty list would silently leave every direction unmodified
+        raise argparse.ArgumentTypeError(f"{value!r} names no direction (leave it out for all)")
+    return directions
 
 
 @register_task("multilingual_gradvac")
@@ -88,14 +92,40 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         if training:
             checkpoints.expect_restore(self)
 
+    @property
+    def training_directions(self):
+        """Every training direction once: --lang-pairs, then those only in --extra-lang-pairs.
+
+        The order of fairseq's training datasets; a direction's rows from all of its
+        datasets form one batch (data/direction_batches.py), and row r of the
+        per-direction gradients is direction r on every worker.
+        """
+        split = getattr(self.args, "train_subset", "train")
+        return list(dict.fromkeys(f"{src}-{tgt}" for _, _, src, tgt in self._datasets(split)))
+
+    def _datasets(self, split):
+        """(data category, its path(s), src, tgt) of each data set fairseq loads for ``split``."""
+        paths, pairs = self.data_manager.get_data_paths_and_lang_pairs(split)
+        for category in paths:
+            for pair in pairs.get(category, ()):
+                langs = pair.split("-")
+                yield category, paths[category], langs[0], langs[-1]  # monolingual "xx": xx-xx
+
     def _build_combiner(self, args):
-        directions = list(self.lang_pairs)
+        named = {"--lang-pairs": list(self.lang_pairs)}
+        for category, pairs in (args.extra_lang_pairs or {}).items():
+            named[f"--extra-lang-pairs {category}"] = pairs.split(",")
+        for option, pairs in named.items():
+            repeated = sorted({p for p in pairs if pairs.count(p) > 1})
+            if repeated:  # fairseq keys data sets by direction: a repeat breaks its sampling
+                raise ValueError(f"{option} names {', '.join(repeated)} more than once")
+        directions = self.training_directions
         for pair in directions:
             for lang in pair.split("-"):
                 if lang not in self.langs:
                     raise ValueError(
-                        f"--lang-pairs names {pair}, but {lang!r} is not in the language "
-                        f"list ({', '.join(self.langs)})"
+                        f"training direction {pair} names {lang!r}, which is not in the "
+                        f"language list ({', '.join(self.langs)})"
                     )
         chosen = args.gradvac_directions
         if chosen is not None:
@@ -103,15 +133,17 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             if unknown:
                 raise ValueError(
                     f"--gradvac-directions names {', '.join(unknown)}, which are not training "
-                    f"directions (--lang-pairs: {', '.join(directions)})"
+                    f"directions ({', '.join(directions)})"
                 )
         name = args.gradient_combiner
+        if chosen is not None and name not in ("gradvac", "pcgrad"):
+            raise ValueError(f"--gradvac-directions applies to gradvac and pcgrad, not {name}")
+        if args.gradvac_fixed_target is not None and name != "gradvac":
+            raise ValueError(f"--gradvac-fixed-target applies to gradvac, not {name}")
         if name in ("gradvac", "pcgrad"):
             kwargs = dict(apply_to=chosen, seed=args.seed)
             if name == "gradvac":
                 kwargs.update(beta=args.gradvac_beta, fixed_target=args.gradvac_fixed_target)
-        elif chosen is not None:
-            raise ValueError(f"--gradvac-directions applies to gradvac and pcgrad, not {name}")
         elif name == "mgda":
             kwargs = dict(iterations=args.mgda_iterations)
         elif name == "gradnorm":
@@ -122,8 +154,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         is_train = self.training and split == getattr(self.args, "train_subset", "train")
-        if is_train:
-            self._check_not_empty(split)
+        self._check_files(split)
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         if is_train:
             dataset = self.datasets[split]
@@ -137,24 +168,24 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         self._model = model  # restore_combiner checks a checkpoint's groups against it
         return model
 
-    def _check_not_empty(self, split):
-        """fairseq crashes deep in mmap on an empty binarized file; say which direction it is."""
-        for path in self.args.data.split(os.pathsep):
-            for pair in self.lang_pairs:
-                src, tgt = pair.split("-")
+    def _check_files(self, split):
+        """Say which direction's files are missing or empty: fairseq fails with a bare
+        KeyError on the first and deep in mmap on the second."""
+        found = self.data_manager.get_split_num_data_shards(split)
+        for category, paths, src, tgt in self._datasets(split):
+            if self.data_manager.get_dataset_key(category, src, tgt) not in found:
+                raise ValueError(
+                    f"{src}-{tgt} ({category} data) has no {split} files in {paths}: neither "
+                    f"{split}.{src}-{tgt}.{src}.idx nor {split}.{tgt}-{src}.{src}.idx"
+                )
+            for path in utils.split_paths(paths):
                 for a, b in ((src, tgt), (tgt, src)):
                     for lang in (src, tgt):
                         f = os.path.join(path, f"{split}.{a}-{b}.{lang}.bin")
                         if os.path.exists(f) and os.path.getsize(f) == 0:
-                            raise ValueError(f"training direction {pair} has no examples: {f} is empty")
+                            raise ValueError(f"direction {src}-{tgt} has no examples: {f} is empty")
 
     # ---------------------------------------------------------------- training
-    @property
-    def training_directions(self):
-        """Every training direction, in a fixed order: row r of the per-direction
-        gradients is direction r on every worker."""
-        return list(self.lang_pairs)
-
     def _direction_gradients(self, model):
         if self._grads is None or self._grads_model is not model:
             # fairseq's legacy_ddp wraps the model; the groups are the model's own.
@@ -213,7 +244,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         # position in one all-reduce per kind.
         zero = torch.zeros((), device=grads.device)
         per_direction = {}
-        for d in self.training_directions:
+        for d in grads.directions:
             per_direction[f"{d}:loss"], per_direction[f"{d}:ntokens"] = zero, 0
         for direction, batch in sample.items():
             grads.select(direction)
@@ -266,12 +297,27 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
-        return {"combiner": self.combiner.state_dict()} if self.combiner is not None else {}
+        state = {"langs": list(self.langs)}  # the order that gives language tokens their ids
+        if self.combiner is not None:
+            state["combiner"] = self.combiner.state_dict()
+        return state
 
     def load_state_dict(self, state_dict):
         """Called by fairseq when loading for generation: the combiner is not needed there."""
+        self.check_languages(state_dict)
         if self.combiner is not None and "combiner" in state_dict:
             self.restore_combiner(state_dict["combiner"])
+
+    def check_languages(self, state):
+        """Language token ids follow the language list: a model read with another list (no
+        --lang-dict: the languages of --lang-pairs, sorted) is told the wrong target language."""
+        saved = state.get("langs")
+        if saved is not None and saved != list(self.langs):
+            raise ValueError(
+                f"the model was trained with the languages {', '.join(saved)} (in this order), "
+                f"this run has {', '.join(self.langs)}: its language tokens would name other "
+                "languages; pass the --lang-dict it was trained with"
+            )
 
     def restore_combiner(self, state):
         if state.get("combiner") != self.combiner.name:
