@@ -50,6 +50,23 @@ def test_bad_shapes_raise(name):
             c.combine(grads, tasks, groups, 0, losses=losses[: len(tasks)])
 
 
+@pytest.mark.parametrize("name", ["sum", "pcgrad", "gradvac", "mgda", "gradnorm"])
+def test_a_state_with_duplicate_task_names_is_refused(name):
+    """Rows are looked up by task name: a second row for the same name would never be used."""
+    groups = ParameterGroups.from_sizes([3, 5])
+    c = build_combiner(name)
+    c.combine(torch.randn(2, 8), ["a", "b"], groups, 0, losses=torch.ones(2))
+    state = c.state_dict()
+    before = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in state.items()}
+    broken = dict(state, task_names=["a", "a"])
+    with pytest.raises(ValueError, match=r"duplicate task names \['a'\]"):
+        build_combiner(name).load_state_dict(broken)
+    with pytest.raises(ValueError, match="duplicate task names"):
+        c.load_state_dict(broken)
+    for key, value in c.state_dict().items():  # a failed load changes nothing
+        assert torch.equal(value, before[key]) if torch.is_tensor(value) else value == before[key]
+
+
 def test_sum():
     groups = ParameterGroups.from_sizes([3, 5])
     grads = torch.randn(3, 8)
@@ -149,8 +166,19 @@ def test_gradnorm_needs_losses():
         c.combine(torch.ones(2, 4), ["a", "b"], groups, 0)
     with pytest.raises(ValueError, match="losses"):
         c.combine(torch.ones(2, 4), ["a", "b"], groups, 0, losses=torch.ones(3))
-    with pytest.raises(ValueError):
-        GradNorm(lr=0)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"alpha": float("nan")}, "alpha must be a finite number >= 0, got nan"),
+    ({"alpha": float("inf")}, "alpha must be a finite number >= 0, got inf"),
+    ({"alpha": -0.5}, "alpha must be a finite number >= 0, got -0.5"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+    ({"lr": 0.0}, "lr must be a finite number > 0, got 0.0"),
+])
+def test_gradnorm_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GradNorm(**kwargs)
 
 
 def scaled_grads(gen, norms, groups):

@@ -149,11 +149,22 @@ class Combiner:
     def state_dict(self) -> dict:
         return {"combiner": self.name, "task_names": list(self.task_names)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def _check_state(self, state: dict) -> None:
+        """Refuse a state from another combiner, or one that maps two state rows to one
+        task name (the rows are looked up by name: the second would never be used)."""
         if state.get("combiner") != self.name:
             raise ValueError(
                 f"state was saved by combiner {state.get('combiner')!r}, not {self.name!r}"
             )
+        names = list(state["task_names"])
+        duplicates = sorted({t for t in names if names.count(t) > 1})
+        if duplicates:
+            raise ValueError(
+                f"inconsistent {self.name} state: duplicate task names {duplicates} in {names}"
+            )
+
+    def load_state_dict(self, state: dict) -> None:
+        self._check_state(state)
         self.task_names = list(state["task_names"])
 
 

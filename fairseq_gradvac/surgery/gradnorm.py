@@ -4,6 +4,7 @@ The norms are measured on one shared parameter group (default: the model's last 
 fairseq's last decoder layer). The initial loss L_i(0) of a task is its loss at the first
 STEP it appears in, not at the start of an epoch.
 """
+import math
 from typing import Optional
 
 import torch
@@ -21,8 +22,11 @@ class GradNorm(Combiner):
 
     def __init__(self, alpha: float = 1.5, lr: float = 0.025, group: Optional[str] = None):
         super().__init__()
-        if alpha < 0 or lr <= 0:
-            raise ValueError(f"GradNorm needs alpha >= 0 and lr > 0, got alpha={alpha}, lr={lr}")
+        # written so that NaN fails too (every comparison with NaN is False)
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"GradNorm's alpha must be a finite number >= 0, got {alpha}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"GradNorm's lr must be a finite number > 0, got {lr}")
         self.alpha = alpha
         self.lr = lr
         self.group = group

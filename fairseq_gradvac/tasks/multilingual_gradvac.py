@@ -10,6 +10,7 @@ Data, dictionaries, language tokens, sampling and inference are fairseq's
    gradient all-reduce point, after the last ``--update-freq`` micro-batch and before the
    gradients are rescaled, clipped and applied.
 """
+import argparse
 import contextlib
 import logging
 import math
@@ -33,6 +34,18 @@ def _directions_option(value):
     return [d.strip() for d in value.split(",") if d.strip()] if value else None
 
 
+def _finite_option(value):
+    """A float option that refuses nan/inf here, where argparse's error names the option
+    (the combiners refuse them too, but do not know the option's name)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
+
+
 @register_task("multilingual_gradvac")
 class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
     """Multilingual translation trained with GradVac or one of its baselines."""
@@ -47,9 +60,9 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                                 "multilingual training), pcgrad, gradvac, mgda or gradnorm")
         group.add_argument("--combine-granularity", default="all_layer", choices=GRANULARITIES,
                            help="parameter groups the combiner works on (Table 1 of the paper)")
-        group.add_argument("--gradvac-beta", type=float, default=1e-2,
+        group.add_argument("--gradvac-beta", type=_finite_option, default=1e-2,
                            help="EMA decay of GradVac's similarity targets (paper: 1e-2)")
-        group.add_argument("--gradvac-fixed-target", type=float, default=None,
+        group.add_argument("--gradvac-fixed-target", type=_finite_option, default=None,
                            help="use this fixed similarity target instead of the EMA (fixed_obj)")
         group.add_argument("--gradvac-directions", type=_directions_option, default=None,
                            metavar="PAIRS",
@@ -57,9 +70,9 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                                 "e.g. the low-resource ones: en-hi,hi-en")
         group.add_argument("--mgda-iterations", type=int, default=100,
                            help="Frank-Wolfe iterations of MGDA's min-norm solver")
-        group.add_argument("--gradnorm-alpha", type=float, default=1.5,
+        group.add_argument("--gradnorm-alpha", type=_finite_option, default=1.5,
                            help="GradNorm's asymmetry alpha")
-        group.add_argument("--gradnorm-lr", type=float, default=0.025,
+        group.add_argument("--gradnorm-lr", type=_finite_option, default=0.025,
                            help="learning rate of GradNorm's task weights")
         # fmt: on
 
