@@ -68,8 +68,6 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                            metavar="PAIRS",
                            help="comma-separated directions GradVac/PCGrad modify (default: all), "
                                 "e.g. the low-resource ones: en-hi,hi-en")
-        group.add_argument("--mgda-iterations", type=int, default=100,
-                           help="Frank-Wolfe iterations of MGDA's min-norm solver")
         group.add_argument("--gradnorm-alpha", type=_finite_option, default=1.5,
                            help="GradNorm's asymmetry alpha")
         group.add_argument("--gradnorm-lr", type=_finite_option, default=0.025,
@@ -117,8 +115,6 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 kwargs.update(beta=args.gradvac_beta, fixed_target=args.gradvac_fixed_target)
         elif chosen is not None:
             raise ValueError(f"--gradvac-directions applies to gradvac and pcgrad, not {name}")
-        elif name == "mgda":
-            kwargs = dict(iterations=args.mgda_iterations)
         elif name == "gradnorm":
             kwargs = dict(alpha=args.gradnorm_alpha, lr=args.gradnorm_lr)
         else:
