@@ -48,10 +48,18 @@ class DirectionGradients:
         for p, view in zip(self.groups.params, self._row_views[row]):
             p.grad = view
 
-    def combine(self, combiner: Combiner, step: int, losses: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def combine(
+        self,
+        combiner: Combiner,
+        step: int,
+        losses: Optional[torch.Tensor] = None,
+        ntokens: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Combine the rows of this update and make the result every parameter's ``.grad``."""
         k = len(self.directions)
-        combined = combiner.combine(self.buffer[:k], self.directions, self.groups, step, losses=losses)
+        combined = combiner.combine(
+            self.buffer[:k], self.directions, self.groups, step, losses=losses, ntokens=ntokens
+        )
         for p, view in zip(self.groups.params, self.groups.param_views(combined)):
             p.grad = view
         self.directions = []

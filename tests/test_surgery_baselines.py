@@ -205,7 +205,8 @@ def test_mgda_min_norm_property(K):
         weights = c.last_report.weights
         assert (weights >= 0).all()
         torch.testing.assert_close(weights.sum(1), torch.ones(len(groups), dtype=weights.dtype))
-        torch.testing.assert_close(out, groups.weighted_sum(grads, weights))
+        # no token counts: the rows are the mean-loss gradients, weights K alpha (sum K)
+        torch.testing.assert_close(out, groups.weighted_sum(grads, K * weights))
         ticks = torch.linspace(0, 1, 201, dtype=torch.float64)
         if K == 2:
             candidates = torch.stack([ticks, 1 - ticks], 1)
@@ -227,7 +228,7 @@ def test_mgda_matches_torchjd(K):
     for _ in range(3):
         grads = torch.randn(K, 200, generator=gen, dtype=torch.float64)
         grads[-1] -= 1.2 * grads[0]
-        out = MGDA().combine(grads, [str(i) for i in range(K)], groups, 0)
+        out = MGDA().combine(grads, [str(i) for i in range(K)], groups, 0) / K  # weights sum K
         # torchjd's plain Frank-Wolfe converges as O(1/t) when the minimum lies on a face of
         # the simplex: run it to convergence.
         expected = torchjd_aggregation.MGDA(epsilon=1e-12, max_iters=20000)(grads)
@@ -236,10 +237,52 @@ def test_mgda_matches_torchjd(K):
         assert out.norm() <= torchjd_aggregation.MGDA()(grads).norm() * (1 + 1e-9)
 
 
+def test_mgda_weighs_mean_loss_gradients():
+    """Two unit per-token gradients at 120 degrees: MGDA's weights are 0.5 / 0.5 whatever the
+    token counts; on the rows of the token-summed losses (100 vs 400 tokens) they would be
+    6/7 and 1/7. The update is N sum_i alpha_i g_i / n_i, N = 500 tokens."""
+    groups = ParameterGroups.from_sizes([2])
+    u = torch.tensor([[1.0, 0.0], [-0.5, 3**0.5 / 2]], dtype=torch.float64)
+    for counts in ([100.0, 400.0], [400.0, 100.0], [250.0, 250.0]):
+        n = torch.tensor(counts, dtype=torch.float64)
+        grads = n[:, None] * u  # gradients of the token-summed losses
+        c = MGDA()
+        out = c.combine(grads, ["a", "b"], groups, 0, ntokens=n)
+        torch.testing.assert_close(c.last_report.weights, torch.tensor([[0.5, 0.5]], dtype=torch.float64))
+        torch.testing.assert_close(out, 500 * 0.5 * u.sum(0))
+    c.combine(torch.tensor([100.0, 400.0], dtype=torch.float64)[:, None] * u, ["a", "b"], groups, 0)
+    torch.testing.assert_close(c.last_report.weights, torch.tensor([[6 / 7, 1 / 7]], dtype=torch.float64))
+
+
+def test_mgda_token_counts_in_general():
+    """alpha is the min-norm point of the mean-loss gradients g_i / n_i in every group, the
+    row weights are N alpha_i / n_i, and equal counts change nothing."""
+    groups = ParameterGroups.from_sizes([30, 30, 12])
+    gen = torch.Generator().manual_seed(3)
+    grads = torch.randn(4, groups.numel, generator=gen, dtype=torch.float64)
+    grads[1] -= 1.3 * grads[0]
+    n = torch.tensor([50.0, 700.0, 3.0, 120.0], dtype=torch.float64)
+    c = MGDA()
+    out = c.combine(grads, ["a", "b", "c", "d"], groups, 0, ntokens=n)
+    alpha = c.last_report.weights
+    mean_grads = grads / n[:, None]
+    assert_min_norm_certificate(alpha, groups.gram(mean_grads))
+    torch.testing.assert_close(out, groups.weighted_sum(grads, alpha * n.sum() / n))
+    torch.testing.assert_close(out, n.sum() * groups.weighted_sum(mean_grads, alpha))
+    plain = MGDA().combine(grads, ["a", "b", "c", "d"], groups, 0)
+    equal = MGDA().combine(grads, ["a", "b", "c", "d"], groups, 0, ntokens=torch.full((4,), 37.0))
+    torch.testing.assert_close(equal, plain)
+    with pytest.raises(ValueError, match="one token count per task"):
+        c.combine(grads, ["a", "b", "c", "d"], groups, 0, ntokens=n[:3])
+
+
 def test_mgda_non_finite_and_zero_gradients():
     groups = ParameterGroups.from_sizes([10, 10])
     c = MGDA()
     out = c.combine(torch.zeros(3, 20), ["a", "b", "c"], groups, 0)
+    assert torch.equal(out, torch.zeros(20))
+    # a task without tokens (a zero row, count 0): no NaN
+    out = c.combine(torch.zeros(3, 20), ["a", "b", "c"], groups, 0, ntokens=torch.tensor([0.0, 4.0, 0.0]))
     assert torch.equal(out, torch.zeros(20))
     grads = torch.randn(3, 20)
     grads[2, 3] = float("nan")
@@ -297,6 +340,27 @@ def test_gradnorm_weights_sum_to_k_and_balance_norms():
     assert all(b2 < b1 for b1, b2 in zip(big[:10], big[1:11]))  # decreases step after step
     assert big[-1] < 0.5 * big[0]
     assert history[-1][1] > history[-1][2] > history[-1][0]  # smaller norm, larger weight
+
+
+def test_gradnorm_balances_mean_loss_gradients():
+    """Per token, b's gradient is twice as long as a's: GradNorm raises a's weight. On the
+    rows of the token-summed losses (a: 100 tokens, b: 25) a's would look twice as long as
+    b's, and GradNorm would lower a's weight instead. The update is
+    mean(n) sum_i w_i g_i / n_i."""
+    groups = ParameterGroups.from_sizes([24, 16])
+    gen = torch.Generator().manual_seed(4)
+    n = torch.tensor([100.0, 25.0])
+    c, rows = GradNorm(), GradNorm()
+    for step in range(5):
+        per_token = scaled_grads(gen, [1.0, 2.0], groups)
+        grads = n[:, None] * per_token
+        losses = torch.tensor([2.0, 4.0]) * 0.9**step  # equal loss ratios
+        out = c.combine(grads, ["a", "b"], groups, step, losses=losses, ntokens=n)
+        w = c.last_report.weights
+        torch.testing.assert_close(out, 62.5 * (w[:, None] * per_token).sum(0))
+        rows.combine(grads, ["a", "b"], groups, step, losses=losses)
+    assert c.weights[0] > 1.05 and c.weights[1] < 0.95
+    assert rows.weights[0] < 0.95 and rows.weights[1] > 1.05
 
 
 def test_gradnorm_varying_tasks():

@@ -135,3 +135,30 @@ def test_gradvac_changes_the_update_and_reports(corpus):
     assert torch.equal(report.corrected, visited & (report.similarity < 0))
     assert report.corrected.any()
     assert not torch.allclose(combined, plain)
+
+
+def test_mgda_gets_each_direction_token_count(corpus):
+    """The task passes each direction's token count: MGDA's alpha is the min-norm point of
+    the mean-loss gradients row_i / n_i, and the update is N sum_i alpha_i row_i / n_i."""
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "mgda",
+                                       "--combine-granularity", "whole_model")
+    dataset, samples = _samples(task)
+    # all rows of the first direction, one in three of the others: unequal token counts
+    samples = [s for i, s in enumerate(samples) if s[0] == 0 or i % 3 == 0]
+    by_direction = dataset.collater(samples)
+    task.train_step(by_direction, model, criterion, _Backward(), 0)
+    directions = task._grads.directions
+    rows = task._grads.buffer[: len(directions)].double()
+    n = torch.tensor([by_direction[d]["ntokens"] for d in directions], dtype=torch.float64)
+    assert n.max() > 2 * n.min()  # counts that differ, or the test proves nothing
+    mean_grads = rows / n[:, None]
+    expected_scale = n.sum()
+    model.all_reduce_grads()
+    alpha = task._report.weights[0].double()
+    gram = mean_grads @ mean_grads.T
+    ga = gram @ alpha
+    assert (alpha >= 0).all() and abs(alpha.sum().item() - 1) < 1e-6
+    assert ga.min() >= alpha @ ga - 1e-5 * gram.diagonal().max()  # KKT: the min-norm point
+    combined = torch.cat([p.grad.reshape(-1) for p in task._grads.groups.params]).double()
+    expected = expected_scale * (alpha @ mean_grads)
+    torch.testing.assert_close(combined, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())

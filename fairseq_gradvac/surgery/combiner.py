@@ -51,7 +51,9 @@ class StepReport:
 
     ``similarity[i, j, k]``: cos(g'_ik, g_jk) measured before pair (i, j)'s correction
     (NaN where the pair was not visited); ``corrected[i, j, k]``: whether it was corrected;
-    ``finite``: False when the input held NaN/Inf and every state was left untouched.
+    ``finite``: False when the input held NaN/Inf and every state was left untouched;
+    ``weights``: the method's weights on the per-task mean-loss gradients g_i / n_i (MGDA:
+    alpha [num_groups, K] on the simplex; GradNorm: w [K], summing to K).
     """
 
     tasks: List[str]
@@ -100,9 +102,11 @@ class Combiner:
     ) -> torch.Tensor:
         """Weights W [num_groups, K] of this step from the Gram matrices [num_groups, K, K].
 
-        ``losses``/``ntokens``: each task's summed loss and token count in this step.
-        Non-finite Gram matrices give the plain sum (W = 1), so that the NaN/Inf reaches
-        the trainer, and no state change. The state change waits for commit().
+        ``losses``: each task's loss per token in this step (GradNorm's L_i); ``ntokens``:
+        each task's token count n_i in this step (MGDA and GradNorm work on the per-task
+        mean losses; None: equal counts). Non-finite Gram matrices give the plain sum
+        (W = 1), so that the NaN/Inf reaches the trainer, and no state change. The state
+        change waits for commit().
         """
         tasks = list(tasks)
         if not tasks or len(set(tasks)) != len(tasks):
@@ -111,6 +115,10 @@ class Combiner:
             raise ValueError(
                 f"expected Gram matrices of shape [{len(groups)}, {len(tasks)}, {len(tasks)}], "
                 f"got {tuple(gram.shape)}"
+            )
+        if ntokens is not None and tuple(ntokens.shape) != (len(tasks),):
+            raise ValueError(
+                f"expected one token count per task, shape [{len(tasks)}], got {tuple(ntokens.shape)}"
             )
         return self._weigh(gram, tasks, groups, int(step), losses, ntokens)
 
@@ -166,6 +174,17 @@ class Combiner:
     def load_state_dict(self, state: dict) -> None:
         self._check_state(state)
         self.task_names = list(state["task_names"])
+
+
+def token_counts(ntokens: Optional[torch.Tensor], num_tasks: int, like: torch.Tensor) -> torch.Tensor:
+    """The token counts n_i [K] in ``like``'s dtype and device, for the methods defined on
+    per-task mean losses: row g_i is the gradient of a token-summed loss, g_i / n_i that
+    of the mean. None (counts unknown) means equal counts: the rows are used as they are.
+    A task without tokens has a zero row; its count is taken as 1 so that it stays zero."""
+    if ntokens is None:
+        return torch.ones(num_tasks, dtype=like.dtype, device=like.device)
+    n = ntokens.detach().to(like.device, like.dtype)
+    return torch.where(n > 0, n, torch.ones_like(n))
 
 
 @register_combiner("sum")

@@ -9,15 +9,19 @@ from typing import Optional
 
 import torch
 
-from .combiner import Combiner, StepReport, register_combiner
+from .combiner import Combiner, StepReport, register_combiner, token_counts
 
 
 @register_combiner("gradnorm")
 class GradNorm(Combiner):
-    """Update sum_i w_i g_i; then move w towards w_i ||g_i|| = mean_norm * r_i^alpha.
+    """Update sum_i w_i grad(L_i) on the per-task mean losses L_i (loss per token); then move
+    w towards w_i ||grad_W L_i|| = mean_j(w_j ||grad_W L_j||) r_i^alpha (Chen et al., Eq. 2).
 
-    r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0)). The weights of the tasks present in a
-    step are renormalized to sum to the number of those tasks.
+    r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0)). grad(L_i) = g_i / n_i: the rows are
+    gradients of token-summed losses, and balancing their norms w_i n_i ||grad_W L_i||
+    would undo temperature sampling. The weights of the tasks present in a step are
+    renormalized to sum to the number of those tasks. Without token counts (ntokens None)
+    the rows count as mean-loss gradients.
     """
 
     def __init__(self, alpha: float = 1.5, lr: float = 0.025, group: Optional[str] = None):
@@ -50,7 +54,9 @@ class GradNorm(Combiner):
         self._prepare_state(device)
         idx = torch.tensor(rows, device=device)
         k = groups.index(self.group or groups.names[-1])
-        norms = gram[k].diagonal().clamp_min(0).sqrt()  # ||g_i|| on the measured group
+        n = token_counts(ntokens, len(tasks), gram)
+        # ||grad_W L_i|| of the mean loss L_i on the measured group W: ||g_i|| / n_i
+        norms = gram[k].diagonal().clamp_min(0).sqrt() / n
         losses = losses.detach().float().to(device)
 
         # The stored weights of the tasks present may not sum to K when the set of tasks
@@ -73,7 +79,9 @@ class GradNorm(Combiner):
         new_w = (w - self.lr * step_w).clamp_min(1e-3)
         self._pending = (idx, new_w * len(tasks) / new_w.sum(), initial)
         self.last_report = StepReport(tasks, groups.names, finite, weights=w)
-        return w.expand(len(groups), -1)
+        # w_i weighs the mean-loss gradient g_i / n_i: row weight w_i mean(n) / n_i (MGDA's
+        # docstring: fairseq's division by N then leaves sum_i (w_i / K) grad(L_i / n_i)).
+        return (w * (n.mean() / n)).expand(len(groups), -1)
 
     def _commit(self, finite):
         idx, new_w, initial = self._pending

@@ -1,7 +1,7 @@
 """MGDA (Sener & Koltun, 2018): the min-norm point of the convex hull of the task gradients."""
 import torch
 
-from .combiner import Combiner, StepReport, register_combiner
+from .combiner import Combiner, StepReport, register_combiner, token_counts
 
 # Wolfe's stopping test, relative to the group's largest ||g_i||^2: x is optimal once no
 # g_m lies more than this below the plane through x orthogonal to x. The duality gap then
@@ -83,16 +83,29 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
 
 @register_combiner("mgda")
 class MGDA(Combiner):
-    """The update is sum_i alpha_i g_i with alpha the min-norm weights, per parameter group.
+    """MGDA on the per-task mean losses (Sener & Koltun), per parameter group.
 
-    As in Sener & Koltun and torchjd, the weights sum to 1 (not K); with Adam, as in the
-    paper, the overall scale of the update does not matter.
+    Row g_i is the gradient of task i's token-summed loss, so its norm grows with the
+    task's token count n_i; MGDA's min-norm weights would then follow the batch's
+    composition. alpha is the min-norm point of the mean-loss gradients g_i / n_i (Gram
+    entries G_ij / (n_i n_j)), and the update is
+
+        N sum_i alpha_i g_i / n_i,   N = sum_i n_i.
+
+    fairseq divides the update by the sample size, N tokens, which leaves sum_i alpha_i
+    grad(L_i / n_i): MGDA's update, a convex combination of the per-task mean-loss
+    gradients, as the plain sum becomes sum_i (n_i / N) grad(L_i / n_i). Same scale as the
+    sum, so --clip-norm and the learning rate keep their meaning. Without token counts
+    (ntokens None) the rows count as mean-loss gradients: the weights K alpha_i sum to K.
+    A task without tokens has a zero gradient, which is the min-norm point: the update is
+    then 0, as MGDA defines it; leave such tasks out.
     """
 
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):
         finite = torch.isfinite(gram).all()
         gram = torch.where(finite, gram, torch.zeros_like(gram))
-        alpha = min_norm_weights(gram).to(gram.dtype)
-        weights = torch.where(finite, alpha, torch.ones_like(alpha))
-        self.last_report = StepReport(tasks, groups.names, finite, weights=weights)
+        n = token_counts(ntokens, len(tasks), gram)
+        alpha = min_norm_weights(gram / (n[:, None] * n[None, :])).to(gram.dtype)
+        weights = torch.where(finite, alpha * (n.sum() / n), torch.ones_like(alpha))
+        self.last_report = StepReport(tasks, groups.names, finite, weights=alpha)
         return weights

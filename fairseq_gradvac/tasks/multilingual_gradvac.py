@@ -193,9 +193,9 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 merged[key] += value
             merged[f"{direction}:loss"] += log.get("loss", 0.0)
             merged[f"{direction}:ntokens"] += log.get("ntokens", 0)
+            self._ntokens[direction] += log.get("ntokens", 0)
             if self.combiner.name == "gradnorm":  # kept as tensors: no host sync here
                 self._losses[direction] += log.get("loss", 0.0)
-                self._ntokens[direction] += log.get("ntokens", 0)
         return total_loss, total_size, dict(merged)
 
     def _combine(self, model):
@@ -207,7 +207,8 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 torch.as_tensor(self._losses[d], dtype=torch.float32) / max(self._ntokens[d], 1)
                 for d in self._grads.directions
             ])
-        self._grads.combine(self.combiner, self._update_num, losses=losses)
+        ntokens = torch.tensor([self._ntokens[d] for d in self._grads.directions], dtype=torch.float32)
+        self._grads.combine(self.combiner, self._update_num, losses=losses, ntokens=ntokens)
         self._report = self.combiner.last_report
 
     def reduce_metrics(self, logging_outputs, criterion):
