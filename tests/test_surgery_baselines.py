@@ -15,6 +15,8 @@ from fairseq_gradvac.surgery import (
     min_norm_weights,
 )
 
+from reference_algorithm1 import TinyTransformer
+
 torchjd_aggregation = pytest.importorskip("torchjd.aggregation")
 
 
@@ -361,6 +363,75 @@ def test_gradnorm_balances_mean_loss_gradients():
         rows.combine(grads, ["a", "b"], groups, step, losses=losses)
     assert c.weights[0] > 1.05 and c.weights[1] < 0.95
     assert rows.weights[0] < 0.95 and rows.weights[1] > 1.05
+
+
+class ChenGradNorm:
+    """GradNorm as Chen et al. (2018) write it (Algorithm 1, Eq. 1-2), step by step, sharing
+    nothing with the engine: the per-task mean losses L_i = summed loss / n_i, their
+    gradients g_i / n_i, G_i = ||grad_W w_i L_i|| on the layer W, the constant targets
+    mean_j(G_j) r_i^alpha with r_i = L~_i / mean_j(L~_j), L~_i = L_i / L_i(0), the L1 loss
+    L_grad = sum_i |G_i - target_i| differentiated by autograd, a step of lr, renormalization to
+    sum_i w_i = K. Two choices of the engine's, documented there: the step is divided by
+    mean_i ||grad_W L_i|| (so that lr does not depend on the loss scale) and weights stay >=
+    1e-3; L_i(0) is a task's loss at the first step it appears in; the tasks present share
+    K (their stored weights are renormalized first). Update: mean(n) sum_i w_i grad L_i."""
+
+    def __init__(self, alpha, lr):
+        self.alpha, self.lr = alpha, lr
+        self.weight, self.initial = {}, {}
+
+    def step(self, grads, tasks, losses, ntokens, layer):
+        K = len(tasks)
+        w = torch.tensor([self.weight.get(t, 1.0) for t in tasks], dtype=torch.float64)
+        w = w * K / w.sum()
+        for t, loss in zip(tasks, losses.tolist()):
+            self.initial.setdefault(t, loss)
+        mean_grads = grads.double() / ntokens.double()[:, None]
+        on_layer = mean_grads[:, layer]
+        w_var = w.clone().requires_grad_(True)
+        G = torch.stack([torch.linalg.vector_norm(w_var[i] * on_layer[i]) for i in range(K)])
+        loss_ratio = losses.double() / torch.tensor([self.initial[t] for t in tasks], dtype=torch.float64)
+        r = loss_ratio / loss_ratio.mean()
+        target = (G.mean() * r**self.alpha).detach()
+        (grad_w,) = torch.autograd.grad((G - target).abs().sum(), w_var)
+        new = (w - self.lr * grad_w / on_layer.norm(dim=1).mean()).clamp_min(1e-3)
+        new = new * K / new.sum()
+        for t, value in zip(tasks, new.tolist()):
+            self.weight[t] = value
+        return ntokens.double().mean() * (w[:, None] * mean_grads).sum(0), w
+
+
+def test_gradnorm_follows_chen_et_al():
+    """Unequal, unequally falling losses and similar per-token norms, so that the loss ratios
+    decide the weights; unequal token counts; tasks that come and go; the measured layer
+    decoder.layers.0 in the middle of the layout, over several groups (all_matrix)."""
+    model = TinyTransformer()
+    groups = ParameterGroups.from_named_parameters(model.named_parameters(), "all_matrix")
+    layer = torch.cat([  # the columns of decoder.layers.0's parameters
+        torch.arange(o, o + p.numel())
+        for name, p, o in zip(groups.param_names, groups.params, groups.param_offsets)
+        if name.startswith("decoder.layers.0.")
+    ])
+    assert 0 < layer.min() and layer.max() < groups.offsets[-1] and len(layer) < groups.numel / 3
+    names = ["en-fr", "en-cs", "fr-en", "cs-en"]
+    speed = {"en-fr": 0.9, "en-cs": 0.97, "fr-en": 0.8, "cs-en": 1.0}  # loss per step
+    gen = torch.Generator().manual_seed(5)
+    engine, reference = GradNorm(alpha=1.5, lr=0.05, layer="decoder.layers.0"), ChenGradNorm(1.5, 0.05)
+    moved = 0
+    for step in range(15):
+        tasks = names if step % 4 else names[:3]
+        n = torch.randint(20, 400, (len(tasks),), generator=gen).double()
+        per_token = torch.randn(len(tasks), groups.numel, generator=gen, dtype=torch.float64)
+        per_token *= torch.empty(len(tasks), 1, dtype=torch.float64).uniform_(0.8, 1.25, generator=gen)
+        losses = torch.tensor([(2.0 + i) * speed[t] ** step for i, t in enumerate(tasks)])
+        out = engine.combine(n[:, None] * per_token, tasks, groups, step, losses=losses, ntokens=n)
+        expected, w = reference.step(n[:, None] * per_token, tasks, losses, n, layer)
+        torch.testing.assert_close(engine.last_report.weights.double(), w, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+        moved += int((w - 1).abs().max() > 0.05)
+    stored = torch.tensor([reference.weight[t] for t in engine.task_names], dtype=torch.float64)
+    torch.testing.assert_close(engine.weights.double(), stored, rtol=1e-5, atol=1e-6)
+    assert moved > 5
 
 
 def test_gradnorm_varying_tasks():

@@ -162,3 +162,24 @@ def test_mgda_gets_each_direction_token_count(corpus):
     combined = torch.cat([p.grad.reshape(-1) for p in task._grads.groups.params]).double()
     expected = expected_scale * (alpha @ mean_grads)
     torch.testing.assert_close(combined, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+
+
+def test_gradnorm_measures_the_last_decoder_layer_by_default(corpus):
+    """--gradnorm-layer, not --combine-granularity, says where GradNorm reads the norms
+    (all_matrix used to give it one LayerNorm bias of 32 entries)."""
+    args, task, model, criterion = _setup(corpus, "--gradient-combiner", "gradnorm",
+                                          "--combine-granularity", "all_matrix")
+    assert task.combiner.layer == "decoder.layers.1"  # TINY_MODEL: 2 decoder layers
+    dataset, samples = _samples(task)
+    task.train_step(dataset.collater(samples), model, criterion, _Backward(), 0)
+    groups = task._grads.groups
+    start, stop = task.combiner.gram_columns(groups)
+    layer = {n: p for n, p in model.named_parameters() if n.startswith("decoder.layers.1.")}
+    assert stop - start == sum(p.numel() for p in layer.values()) > 32 * 32
+    model.all_reduce_grads()
+    assert task._report.finite.item()
+    _, chosen, _, _ = _setup(corpus, "--gradient-combiner", "gradnorm", "--gradnorm-layer", "encoder.layers.0")
+    assert chosen.combiner.layer == "encoder.layers.0"
+    del args.decoder_layers  # a model without decoder layers: the layer must be named
+    with pytest.raises(ValueError, match="--gradnorm-layer"):
+        task._build_combiner(args)

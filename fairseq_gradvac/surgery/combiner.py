@@ -5,14 +5,16 @@ the one gradient the optimizer applies: sum_m W[k, m] g_mk for every parameter g
 The weights W follow from the per-group K x K Gram matrices alone, so a step has two
 phases that the distributed exchange can run on different data:
 1. ``weigh(gram, ...)``: the weights [num_groups, K], from the Gram matrices (all-reduced
-   across workers); the state change (EMA targets, task weights) is only prepared;
+   across workers) of the columns ``gram_columns(groups)`` (all columns but for GradNorm,
+   which reads only the layer it measures); the state change (EMA targets, task weights)
+   is only prepared;
 2. ``commit(finite)``: the state change takes effect if the combined gradient is finite
    (an fp16 combination can overflow although every row is finite).
 ``combine(grads, ...)`` runs both on one worker. The state is keyed by task NAME, so a task
 missing from a step keeps its state and tasks may come and go.
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -85,11 +87,19 @@ class Combiner:
     ) -> torch.Tensor:
         """Return the combined gradient, shape [P], dtype of ``grads``."""
         self._check(grads, tasks, groups)
-        gram = groups.gram(grads) if self.needs_gram else None
+        gram = None
+        if self.needs_gram:
+            start, stop = self.gram_columns(groups)
+            gram = groups.gram(grads[:, start:stop], start=start)
         weights = self.weigh(gram, tasks, groups, step, losses=losses, ntokens=ntokens)
         out = groups.weighted_sum(grads, weights)
         self.commit(torch.isfinite(out).all())
         return out
+
+    def gram_columns(self, groups: ParameterGroups) -> Tuple[int, int]:
+        """The column range [start, stop) of the flat layout whose per-group Gram matrices
+        weigh() reads (the parts of the groups inside it; zero for the others)."""
+        return 0, groups.numel
 
     def weigh(
         self,

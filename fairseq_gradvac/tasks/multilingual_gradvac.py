@@ -72,6 +72,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                            help="GradNorm's asymmetry alpha")
         group.add_argument("--gradnorm-lr", type=_finite_option, default=0.025,
                            help="learning rate of GradNorm's task weights")
+        group.add_argument("--gradnorm-layer", default=None, metavar="NAME",
+                           help="the layer whose gradient norms GradNorm balances: a module or "
+                                "parameter name, e.g. decoder.layers.0 (default: the last decoder "
+                                "layer, the last shared layer as in Chen et al.); the weights "
+                                "apply to the whole gradients whatever --combine-granularity")
         # fmt: on
 
     def __init__(self, args, langs, dicts, training):
@@ -116,7 +121,13 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         elif chosen is not None:
             raise ValueError(f"--gradvac-directions applies to gradvac and pcgrad, not {name}")
         elif name == "gradnorm":
-            kwargs = dict(alpha=args.gradnorm_alpha, lr=args.gradnorm_lr)
+            layer = args.gradnorm_layer
+            if layer is None:
+                if getattr(args, "decoder_layers", None) is None:
+                    raise ValueError("--gradnorm-layer: this model has no --decoder-layers; "
+                                     "name the layer whose gradient norms GradNorm balances")
+                layer = f"decoder.layers.{args.decoder_layers - 1}"
+            kwargs = dict(alpha=args.gradnorm_alpha, lr=args.gradnorm_lr, layer=layer)
         else:
             kwargs = {}
         return build_combiner(name, **kwargs)
