@@ -1,7 +1,9 @@
 """In-process checks of the task's data split and per-direction gradients (real fairseq objects)."""
+import math
+
 import pytest
 import torch
-from fairseq import options, tasks
+from fairseq import metrics, options, tasks
 from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
 
 import fairseq_gradvac  # noqa: F401  (registers the task)
@@ -85,19 +87,21 @@ def test_direction_gradients_sum_to_the_mixed_batch_gradient(corpus):
 
     by_direction = dataset.collater(samples)
     total, size_sum, log = task.train_step(by_direction, model, criterion, _Backward(), 0)
-    rows = task._grads.buffer[: len(task._grads.directions)]
+    rows = task._grads.buffer[: len(task._grads.directions)].clone()
     assert task._grads.directions == list(by_direction)
     assert size_sum == size
     assert torch.allclose(total, loss.detach(), rtol=1e-5)
     assert log["ntokens"] == mixed["ntokens"]
-    # Each row holds one direction's gradient, in ParameterGroups' flat order.
-    per_direction = rows.sum(0)
     model.all_reduce_grads()  # what the trainer calls after the last micro-batch
     combined = _flat_grad(model)
     assert torch.allclose(combined, joint, atol=1e-6, rtol=1e-4)
-    views = task._grads.groups.param_views(per_direction)
-    assert torch.allclose(torch.cat([v.reshape(-1) for v in views]),
-                          torch.cat([p.grad.reshape(-1) for p in task._grads.groups.params]))
+    # Each row holds its own direction's gradient, in ParameterGroups' flat order.
+    groups = task._grads.groups
+    for row, batch in zip(rows, by_direction.values()):
+        model.zero_grad(set_to_none=True)
+        criterion(model, batch)[0].backward()
+        alone = groups.flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in groups.params])
+        assert torch.allclose(row, alone, atol=1e-6, rtol=1e-4)
 
 
 def test_update_freq_accumulates_per_direction(corpus):
@@ -183,3 +187,37 @@ def test_gradnorm_measures_the_last_decoder_layer_by_default(corpus):
     del args.decoder_layers  # a model without decoder layers: the layer must be named
     with pytest.raises(ValueError, match="--gradnorm-layer"):
         task._build_combiner(args)
+
+
+def test_logged_metrics_have_the_right_values(corpus):
+    """Two directions in the update: each one's logged loss (base 2, per token) and token
+    count are its own batch's; cos_A_B is the mean over the groups of the cosine of the two
+    rows (the first visit of a pair is before any correction), and 'corrected' is the
+    share of (pair, group) visits with a negative cosine (the targets start at 0)."""
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "gradvac",
+                                       "--combine-granularity", "all_matrix")
+    dataset, samples = _samples(task)
+    samples = [s for s in samples if s[0] in (0, 1)]
+    by_direction = dataset.collater(samples)
+    a, b = list(by_direction)
+    _, _, log = task.train_step(by_direction, model, criterion, _Backward(), 0)
+    rows = task._grads.buffer[:2].double().clone()
+    model.all_reduce_grads()
+    with metrics.aggregate(new_root=True) as aggregate:
+        task.reduce_metrics([log], criterion)
+    logged = aggregate.get_smoothed_values()
+    with torch.no_grad():
+        for direction, batch in by_direction.items():
+            loss, _, alone = criterion(model, batch)
+            assert logged[f"loss_{direction}"] == pytest.approx(
+                loss.item() / batch["ntokens"] / math.log(2), abs=1e-3)
+            assert logged[f"ntok_{direction}"] == batch["ntokens"]
+    groups = task._grads.groups
+    cosines = torch.stack([
+        torch.nn.functional.cosine_similarity(rows[0, o:o + n], rows[1, o:o + n], dim=0)
+        for o, n in zip(groups.offsets, groups.sizes)
+    ])
+    assert -0.9 < cosines.mean() < 0.9 and (cosines < 0).any() and (cosines > 0).any()
+    assert logged[f"cos_{a}_{b}"] == pytest.approx(cosines.mean().item(), abs=1e-3)
+    assert logged[f"cos_{b}_{a}"] == pytest.approx(cosines.mean().item(), abs=1e-3)
+    assert logged["corrected"] == pytest.approx((cosines < 0).double().mean().item(), abs=1e-3)
