@@ -104,12 +104,15 @@ class DirectionGradients:
                 self.buffer[r].zero_()
         rows, start = self.exchange.reduce_rows(self.buffer, p)
         n_groups = len(self.groups)
-        sliced = rows.shape[1] > 0
+        first = 0 if start is None else start  # rows hold columns [first, first + width)
         gram = None
-        if combiner.needs_gram and sliced:
-            gram = self.groups.gram(rows, start=start)
-        elif combiner.needs_gram:  # more workers than columns: this worker's slice is padding
-            gram = torch.zeros(n_groups, k, k, dtype=dtype, device=self.device)
+        if combiner.needs_gram:  # the part of the combiner's columns in this worker's slice
+            lo, hi = combiner.gram_columns(self.groups)
+            lo, hi = max(lo, first), min(hi, first + rows.shape[1])
+            if lo < hi:
+                gram = self.groups.gram(rows[:, lo - first : hi - first], start=lo)
+            else:
+                gram = torch.zeros(n_groups, k, k, dtype=dtype, device=self.device)
         # One small all-reduce: partial Grams, then presence, tokens, losses per direction,
         # then which parameters were reached.
         losses = torch.stack([torch.as_tensor(v, dtype=dtype, device=self.device) for v in self._losses])
@@ -132,16 +135,17 @@ class DirectionGradients:
             return None
         tasks = [self.directions[r] for r in idx]
         sel = torch.tensor(idx, device=self.device)
+        ntokens = ntokens[sel]
         weights = combiner.weigh(
             None if gram is None else gram[:, sel][:, :, sel], tasks, self.groups, step,
-            losses=losses[sel], ntokens=ntokens[sel],
+            losses=losses[sel] / ntokens.clamp_min(1), ntokens=ntokens,  # loss per token
         )
         full_weights = torch.zeros(n_groups, k, dtype=dtype, device=self.device)
         full_weights[:, sel] = weights.to(dtype)
         width = self.buffer.shape[1] // self.exchange.world_size if start is not None else p
         part = torch.empty(width, dtype=self.buffer.dtype, device=self.device)  # padding: dropped
-        if sliced:
-            self.groups.weighted_sum(rows, full_weights, out=part[: rows.shape[1]], start=start)
+        if rows.shape[1] > 0:  # (more workers than columns: this worker's slice is padding)
+            self.groups.weighted_sum(rows, full_weights, out=part[: rows.shape[1]], start=first)
         combined = self.exchange.gather(part, start, self.buffer.shape[1], p)
         combiner.commit(torch.isfinite(combined).all())
         for param, view, hit in zip(self.groups.params, self.groups.param_views(combined), reached):

@@ -176,6 +176,15 @@ def test_reset_optimizer_starts_the_combiner_afresh(corpus, gradvac_run, tmp_pat
     (("--gradient-combiner", "mgda", "--gradvac-directions", "en-fr"), "applies to gradvac and pcgrad"),
     (("--gradvac-beta", "0"), "beta must be in (0, 1]"),
     (("--gradvac-fixed-target", "1.0"), "fixed GradVac target must lie in (-1, 1)"),
+    (("--gradient-combiner", "gradnorm", "--gradnorm-alpha", "nan"),
+     "argument --gradnorm-alpha: expected a finite number, got 'nan'"),
+    (("--gradient-combiner", "gradnorm", "--gradnorm-lr", "inf"),
+     "argument --gradnorm-lr: expected a finite number, got 'inf'"),
+    (("--gradvac-beta", "nan"), "argument --gradvac-beta: expected a finite number, got 'nan'"),
+    (("--gradient-combiner", "gradnorm", "--gradnorm-lr", "-1"), "GradNorm's lr must be a finite number > 0"),
+    # found at the first update, before anything is saved
+    (("--gradient-combiner", "gradnorm", "--gradnorm-layer", "decoder.layers.9"),
+     "no parameter is called 'decoder.layers.9' or 'decoder.layers.9.*'"),
 ])
 def test_bad_options_stop_before_training(corpus, tmp_path, extra, message):
     proc = run_cli("train", train_args(corpus, str(tmp_path), "--max-update", "2", *extra), check=False)

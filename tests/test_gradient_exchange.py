@@ -116,7 +116,7 @@ def _reference(world):
             ntokens = torch.tensor([
                 float(sum(10 + r for r in range(world) if d in per_rank[r])) for d in tasks
             ])
-            outs.append(combiner.combine(rows, tasks, groups, step, losses=losses, ntokens=ntokens))
+            outs.append(combiner.combine(rows, tasks, groups, step, losses=losses / ntokens, ntokens=ntokens))
         results[method] = (outs, combiner.state_dict())
     return results
 

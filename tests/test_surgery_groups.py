@@ -253,3 +253,34 @@ def test_flatten_and_unflatten_follow_the_parameters():
         groups.flatten([t.t() if t.dim() == 2 and t.shape[0] != t.shape[1] else t for t in tensors])
     with pytest.raises(ValueError):
         groups.unflatten(flat[:-1])
+
+
+def test_columns_of_a_module_or_parameter():
+    """The column range of decoder.layers.1 holds exactly its parameters at every granularity
+    (a group of its own, several groups, or a part of one)."""
+    model = TinyTransformer()
+    named = dict(model.named_parameters())
+    layer = [n for n in named if n.startswith("decoder.layers.1.")]
+    for granularity in GRANULARITIES:
+        groups = ParameterGroups.from_named_parameters(model.named_parameters(remove_duplicate=False), granularity)
+        start, stop = groups.columns("decoder.layers.1")
+        inside = [n for n, o in zip(groups.param_names, groups.param_offsets) if start <= o < stop]
+        assert inside == layer
+        assert stop - start == sum(named[n].numel() for n in layer)
+        views = groups.param_views(torch.arange(groups.numel))
+        assert views[groups.param_names.index(layer[0])].reshape(-1)[0].item() == start
+        one = groups.columns(layer[2])
+        assert one[1] - one[0] == named[layer[2]].numel()
+        with pytest.raises(ValueError, match="no parameter is called 'decoder.layers.7'"):
+            groups.columns("decoder.layers.7")
+    # a module split by a parameter of another module between its groups
+    groups = ParameterGroups(["x", "y"], [[("a.w", torch.zeros(3)), ("b.w", torch.zeros(2))],
+                                          [("a.v", torch.zeros(4))]])
+    with pytest.raises(ValueError, match="not contiguous"):
+        groups.columns("a")
+    assert groups.columns("a.v") == (5, 9)
+    # a prefix is a whole name component: a.1 is not a.10
+    groups = ParameterGroups(["g"], [[("a.10.w", torch.zeros(5)), ("a.1.w", torch.zeros(3)),
+                                      ("a.1", torch.zeros(2))]])
+    assert groups.columns("a.1") == (5, 10)
+    assert groups.columns("a.10") == (0, 5)

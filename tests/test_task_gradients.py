@@ -1,9 +1,10 @@
 """In-process checks of the task's data split and per-direction gradients (real fairseq objects)."""
+import math
 from collections import Counter
 
 import pytest
 import torch
-from fairseq import options, tasks
+from fairseq import metrics, options, tasks
 from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
 
 import fairseq_gradvac  # noqa: F401  (registers the task)
@@ -107,19 +108,21 @@ def test_direction_gradients_sum_to_the_mixed_batch_gradient(corpus, mined, extr
 
     by_direction = dataset.collater(samples)
     total, size_sum, log = task.train_step(by_direction, model, criterion, _Backward(), 0)
-    rows = task._grads.buffer[: len(task._grads.directions)]
+    rows = task._grads.buffer[: len(task._grads.directions)].clone()
     assert task._grads.directions == list(by_direction)
     assert size_sum == size
     assert torch.allclose(total, loss.detach(), rtol=1e-5)
     assert log["ntokens"] == mixed["ntokens"]
-    # Each row holds one direction's gradient, in ParameterGroups' flat order.
-    per_direction = rows.sum(0)
     model.all_reduce_grads()  # what the trainer calls after the last micro-batch
     combined = _flat_grad(model)
     assert torch.allclose(combined, joint, atol=1e-6, rtol=1e-4)
-    views = task._grads.groups.param_views(per_direction)
-    assert torch.allclose(torch.cat([v.reshape(-1) for v in views]),
-                          torch.cat([p.grad.reshape(-1) for p in task._grads.groups.params]))
+    # Each row holds its own direction's gradient, in ParameterGroups' flat order.
+    groups = task._grads.groups
+    for row, batch in zip(rows, by_direction.values()):
+        model.zero_grad(set_to_none=True)
+        criterion(model, batch)[0].backward()
+        alone = groups.flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in groups.params])
+        assert torch.allclose(row, alone, atol=1e-6, rtol=1e-4)
 
 
 def test_update_freq_accumulates_per_direction(corpus):
@@ -157,3 +160,85 @@ def test_gradvac_changes_the_update_and_reports(corpus):
     assert torch.equal(report.corrected, visited & (report.similarity < 0))
     assert report.corrected.any()
     assert not torch.allclose(combined, plain)
+
+
+def test_mgda_gets_each_direction_token_count(corpus):
+    """The task passes each direction's token count: MGDA's alpha is the min-norm point of
+    the mean-loss gradients row_i / n_i, and the update is N sum_i alpha_i row_i / n_i."""
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "mgda",
+                                       "--combine-granularity", "whole_model")
+    dataset, samples = _samples(task)
+    # all rows of the first direction, one in three of the others: unequal token counts
+    samples = [s for i, s in enumerate(samples) if s[0] == 0 or i % 3 == 0]
+    by_direction = dataset.collater(samples)
+    task.train_step(by_direction, model, criterion, _Backward(), 0)
+    directions = task._grads.directions
+    rows = task._grads.buffer[: len(directions)].double()
+    n = torch.tensor([by_direction[d]["ntokens"] for d in directions], dtype=torch.float64)
+    assert n.max() > 2 * n.min()  # counts that differ, or the test proves nothing
+    mean_grads = rows / n[:, None]
+    expected_scale = n.sum()
+    model.all_reduce_grads()
+    alpha = task._report.weights[0].double()
+    gram = mean_grads @ mean_grads.T
+    ga = gram @ alpha
+    assert (alpha >= 0).all() and abs(alpha.sum().item() - 1) < 1e-6
+    assert ga.min() >= alpha @ ga - 1e-5 * gram.diagonal().max()  # KKT: the min-norm point
+    combined = torch.cat([p.grad.reshape(-1) for p in task._grads.groups.params]).double()
+    expected = expected_scale * (alpha @ mean_grads)
+    torch.testing.assert_close(combined, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+
+
+def test_gradnorm_measures_the_last_decoder_layer_by_default(corpus):
+    """--gradnorm-layer, not --combine-granularity, says where GradNorm reads the norms
+    (all_matrix used to give it one LayerNorm bias of 32 entries)."""
+    args, task, model, criterion = _setup(corpus, "--gradient-combiner", "gradnorm",
+                                          "--combine-granularity", "all_matrix")
+    assert task.combiner.layer == "decoder.layers.1"  # TINY_MODEL: 2 decoder layers
+    dataset, samples = _samples(task)
+    task.train_step(dataset.collater(samples), model, criterion, _Backward(), 0)
+    groups = task._grads.groups
+    start, stop = task.combiner.gram_columns(groups)
+    layer = {n: p for n, p in model.named_parameters() if n.startswith("decoder.layers.1.")}
+    assert stop - start == sum(p.numel() for p in layer.values()) > 32 * 32
+    model.all_reduce_grads()
+    assert task._report.finite.item()
+    _, chosen, _, _ = _setup(corpus, "--gradient-combiner", "gradnorm", "--gradnorm-layer", "encoder.layers.0")
+    assert chosen.combiner.layer == "encoder.layers.0"
+    del args.decoder_layers  # a model without decoder layers: the layer must be named
+    with pytest.raises(ValueError, match="--gradnorm-layer"):
+        task._build_combiner(args)
+
+
+def test_logged_metrics_have_the_right_values(corpus):
+    """Two directions in the update: each one's logged loss (base 2, per token) and token
+    count are its own batch's; cos_A_B is the mean over the groups of the cosine of the two
+    rows (the first visit of a pair is before any correction), and 'corrected' is the
+    share of (pair, group) visits with a negative cosine (the targets start at 0)."""
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "gradvac",
+                                       "--combine-granularity", "all_matrix")
+    dataset, samples = _samples(task)
+    samples = [s for s in samples if s[0] in (0, 1)]
+    by_direction = dataset.collater(samples)
+    a, b = list(by_direction)
+    _, _, log = task.train_step(by_direction, model, criterion, _Backward(), 0)
+    rows = task._grads.buffer[:2].double().clone()
+    model.all_reduce_grads()
+    with metrics.aggregate(new_root=True) as aggregate:
+        task.reduce_metrics([log], criterion)
+    logged = aggregate.get_smoothed_values()
+    with torch.no_grad():
+        for direction, batch in by_direction.items():
+            loss, _, alone = criterion(model, batch)
+            assert logged[f"loss_{direction}"] == pytest.approx(
+                loss.item() / batch["ntokens"] / math.log(2), abs=1e-3)
+            assert logged[f"ntok_{direction}"] == batch["ntokens"]
+    groups = task._grads.groups
+    cosines = torch.stack([
+        torch.nn.functional.cosine_similarity(rows[0, o:o + n], rows[1, o:o + n], dim=0)
+        for o, n in zip(groups.offsets, groups.sizes)
+    ])
+    assert -0.9 < cosines.mean() < 0.9 and (cosines < 0).any() and (cosines > 0).any()
+    assert logged[f"cos_{a}_{b}"] == pytest.approx(cosines.mean().item(), abs=1e-3)
+    assert logged[f"cos_{b}_{a}"] == pytest.approx(cosines.mean().item(), abs=1e-3)
+    assert logged["corrected"] == pytest.approx((cosines < 0).double().mean().item(), abs=1e-3)

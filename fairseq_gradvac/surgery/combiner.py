@@ -5,14 +5,16 @@ the one gradient the optimizer applies: sum_m W[k, m] g_mk for every parameter g
 The weights W follow from the per-group K x K Gram matrices alone, so a step has two
 phases that the distributed exchange can run on different data:
 1. ``weigh(gram, ...)``: the weights [num_groups, K], from the Gram matrices (all-reduced
-   across workers); the state change (EMA targets, task weights) is only prepared;
+   across workers) of the columns ``gram_columns(groups)`` (all columns but for GradNorm,
+   which reads only the layer it measures); the state change (EMA targets, task weights)
+   is only prepared;
 2. ``commit(finite)``: the state change takes effect if the combined gradient is finite
    (an fp16 combination can overflow although every row is finite).
 ``combine(grads, ...)`` runs both on one worker. The state is keyed by task NAME, so a task
 missing from a step keeps its state and tasks may come and go.
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -51,7 +53,9 @@ class StepReport:
 
     ``similarity[i, j, k]``: cos(g'_ik, g_jk) measured before pair (i, j)'s correction
     (NaN where the pair was not visited); ``corrected[i, j, k]``: whether it was corrected;
-    ``finite``: False when the input held NaN/Inf and every state was left untouched.
+    ``finite``: False when the input held NaN/Inf and every state was left untouched;
+    ``weights``: the method's weights on the per-task mean-loss gradients g_i / n_i (MGDA:
+    alpha [num_groups, K] on the simplex; GradNorm: w [K], summing to K).
     """
 
     tasks: List[str]
@@ -83,11 +87,19 @@ class Combiner:
     ) -> torch.Tensor:
         """Return the combined gradient, shape [P], dtype of ``grads``."""
         self._check(grads, tasks, groups)
-        gram = groups.gram(grads) if self.needs_gram else None
+        gram = None
+        if self.needs_gram:
+            start, stop = self.gram_columns(groups)
+            gram = groups.gram(grads[:, start:stop], start=start)
         weights = self.weigh(gram, tasks, groups, step, losses=losses, ntokens=ntokens)
         out = groups.weighted_sum(grads, weights)
         self.commit(torch.isfinite(out).all())
         return out
+
+    def gram_columns(self, groups: ParameterGroups) -> Tuple[int, int]:
+        """The column range [start, stop) of the flat layout whose per-group Gram matrices
+        weigh() reads (the parts of the groups inside it; zero for the others)."""
+        return 0, groups.numel
 
     def weigh(
         self,
@@ -100,9 +112,11 @@ class Combiner:
     ) -> torch.Tensor:
         """Weights W [num_groups, K] of this step from the Gram matrices [num_groups, K, K].
 
-        ``losses``/``ntokens``: each task's summed loss and token count in this step.
-        Non-finite Gram matrices give the plain sum (W = 1), so that the NaN/Inf reaches
-        the trainer, and no state change. The state change waits for commit().
+        ``losses``: each task's loss per token in this step (GradNorm's L_i); ``ntokens``:
+        each task's token count n_i in this step (MGDA and GradNorm work on the per-task
+        mean losses; None: equal counts). Non-finite Gram matrices give the plain sum
+        (W = 1), so that the NaN/Inf reaches the trainer, and no state change. The state
+        change waits for commit().
         """
         tasks = list(tasks)
         if not tasks or len(set(tasks)) != len(tasks):
@@ -111,6 +125,10 @@ class Combiner:
             raise ValueError(
                 f"expected Gram matrices of shape [{len(groups)}, {len(tasks)}, {len(tasks)}], "
                 f"got {tuple(gram.shape)}"
+            )
+        if ntokens is not None and tuple(ntokens.shape) != (len(tasks),):
+            raise ValueError(
+                f"expected one token count per task, shape [{len(tasks)}], got {tuple(ntokens.shape)}"
             )
         return self._weigh(gram, tasks, groups, int(step), losses, ntokens)
 
@@ -149,12 +167,34 @@ class Combiner:
     def state_dict(self) -> dict:
         return {"combiner": self.name, "task_names": list(self.task_names)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def _check_state(self, state: dict) -> None:
+        """Refuse a state from another combiner, or one that maps two state rows to one
+        task name (the rows are looked up by name: the second would never be used)."""
         if state.get("combiner") != self.name:
             raise ValueError(
                 f"state was saved by combiner {state.get('combiner')!r}, not {self.name!r}"
             )
+        names = list(state["task_names"])
+        duplicates = sorted({t for t in names if names.count(t) > 1})
+        if duplicates:
+            raise ValueError(
+                f"inconsistent {self.name} state: duplicate task names {duplicates} in {names}"
+            )
+
+    def load_state_dict(self, state: dict) -> None:
+        self._check_state(state)
         self.task_names = list(state["task_names"])
+
+
+def token_counts(ntokens: Optional[torch.Tensor], num_tasks: int, like: torch.Tensor) -> torch.Tensor:
+    """The token counts n_i [K] in ``like``'s dtype and device, for the methods defined on
+    per-task mean losses: row g_i is the gradient of a token-summed loss, g_i / n_i that
+    of the mean. None (counts unknown) means equal counts: the rows are used as they are.
+    A task without tokens has a zero row; its count is taken as 1 so that it stays zero."""
+    if ntokens is None:
+        return torch.ones(num_tasks, dtype=like.dtype, device=like.device)
+    n = ntokens.detach().to(like.device, like.dtype)
+    return torch.where(n > 0, n, torch.ones_like(n))
 
 
 @register_combiner("sum")

@@ -1,31 +1,43 @@
 """GradNorm (Chen et al., 2018): learned task weights that balance gradient norms.
 
-The norms are measured on one shared parameter group (default: the model's last group,
-fairseq's last decoder layer). The initial loss L_i(0) of a task is its loss at the first
-STEP it appears in, not at the start of an epoch.
+The weights apply to the whole task gradients; the norms are only read on one shared
+layer W (Chen et al. use the last shared layer): a module's parameters, contiguous in the
+flat layout, whose Gram matrix weigh() gets through gram_columns (the per-group Gram
+matrices of W's columns, summed). The initial loss L_i(0) of a task is its loss at the
+first STEP it appears in, not at the start of an epoch.
 """
+import math
 from typing import Optional
 
 import torch
 
-from .combiner import Combiner, StepReport, register_combiner
+from .combiner import Combiner, StepReport, register_combiner, token_counts
 
 
 @register_combiner("gradnorm")
 class GradNorm(Combiner):
-    """Update sum_i w_i g_i; then move w towards w_i ||g_i|| = mean_norm * r_i^alpha.
+    """Update sum_i w_i grad(L_i) on the per-task mean losses L_i (loss per token); then move
+    w towards w_i ||grad_W L_i|| = mean_j(w_j ||grad_W L_j||) r_i^alpha (Chen et al., Eq. 2).
 
-    r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0)). The weights of the tasks present in a
-    step are renormalized to sum to the number of those tasks.
+    r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0)). grad(L_i) = g_i / n_i: the rows are
+    gradients of token-summed losses, and balancing their norms w_i n_i ||grad_W L_i||
+    would undo temperature sampling. The weights of the tasks present in a step are
+    renormalized to sum to the number of those tasks. Without token counts (ntokens None)
+    the rows count as mean-loss gradients.
     """
 
-    def __init__(self, alpha: float = 1.5, lr: float = 0.025, group: Optional[str] = None):
+    def __init__(self, alpha: float = 1.5, lr: float = 0.025, layer: Optional[str] = None):
+        """``layer``: the parameter or module (name prefix, e.g. ``decoder.layers.5``) whose
+        gradient norms are balanced; None: the last parameter group."""
         super().__init__()
-        if alpha < 0 or lr <= 0:
-            raise ValueError(f"GradNorm needs alpha >= 0 and lr > 0, got alpha={alpha}, lr={lr}")
+        # written so that NaN fails too (every comparison with NaN is False)
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"GradNorm's alpha must be a finite number >= 0, got {alpha}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"GradNorm's lr must be a finite number > 0, got {lr}")
         self.alpha = alpha
         self.lr = lr
-        self.group = group
+        self.layer = layer
         self.weights = torch.zeros(0)  # rows = task_names
         self.initial_loss = torch.zeros(0)
         self._pending = None  # (rows, new weights, initial losses) of the last weigh()
@@ -38,6 +50,11 @@ class GradNorm(Combiner):
         self.weights[: old_w.numel()] = old_w
         self.initial_loss[: old_l.numel()] = old_l
 
+    def gram_columns(self, groups):
+        if self.layer is None:
+            return groups.offsets[-1], groups.numel
+        return groups.columns(self.layer)
+
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):
         if losses is None or losses.shape != (len(tasks),):
             raise ValueError("gradnorm needs the per-task losses of this step, shape [K]")
@@ -45,11 +62,11 @@ class GradNorm(Combiner):
         rows = self._rows(tasks)
         self._prepare_state(device)
         idx = torch.tensor(rows, device=device)
-        k = groups.index(self.group or groups.names[-1])
-        norms = gram[k].diagonal().clamp_min(0).sqrt()  # ||g_i|| on the measured group
+        n = token_counts(ntokens, len(tasks), gram)
+        # ||grad_W L_i|| of the mean loss L_i on the measured layer W: ||g_iW|| / n_i, with
+        # ||g_iW||^2 the sum over groups of the Gram matrices of W's columns (gram_columns)
+        norms = gram.sum(0).diagonal().clamp_min(0).sqrt() / n
         losses = losses.detach().float().to(device)
-        if ntokens is not None:  # L_i is the per-token loss
-            losses = losses / ntokens.float().to(device).clamp_min(1)
 
         # The stored weights of the tasks present may not sum to K when the set of tasks
         # changes between steps: renormalize before use, so the update keeps the scale of
@@ -69,10 +86,12 @@ class GradNorm(Combiner):
         # step does not depend on the loss scale.
         step_w = torch.sign(weighted - target) * norms / norms.mean().clamp_min(torch.finfo(torch.float32).tiny)
         new_w = (w - self.lr * step_w).clamp_min(1e-3)
-        state = self.weights.dtype  # fp32 state, whatever the gradients' math dtype
-        self._pending = (idx, (new_w * len(tasks) / new_w.sum()).to(state), initial.to(state))
+        new_w = (new_w * len(tasks) / new_w.sum()).to(self.weights.dtype)  # fp64 gradients: fp64 math
+        self._pending = (idx, new_w, initial)
         self.last_report = StepReport(tasks, groups.names, finite, weights=w)
-        return w.expand(len(groups), -1)
+        # w_i weighs the mean-loss gradient g_i / n_i: row weight w_i mean(n) / n_i (MGDA's
+        # docstring: fairseq's division by N then leaves sum_i (w_i / K) grad(L_i / n_i)).
+        return (w * (n.mean() / n)).expand(len(groups), -1)
 
     def _commit(self, finite):
         idx, new_w, initial = self._pending

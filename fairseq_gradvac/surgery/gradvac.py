@@ -186,10 +186,7 @@ class GradVac(Combiner):
 
     def load_state_dict(self, state: dict) -> None:
         # Validate everything before changing anything: a failed load leaves the combiner as it was.
-        if state.get("combiner") != self.name:
-            raise ValueError(
-                f"state was saved by combiner {state.get('combiner')!r}, not {self.name!r}"
-            )
+        self._check_state(state)
         group_names, group_sizes = state["group_names"], state.get("group_sizes")
         if self.group_names is not None and (
             group_names != self.group_names

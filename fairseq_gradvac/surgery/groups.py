@@ -128,6 +128,25 @@ class ParameterGroups:
             raise ValueError(f"no parameter group {name!r}; groups are {self.names}")
         return self.names.index(name)
 
+    def columns(self, prefix: str) -> Tuple[int, int]:
+        """The column range [start, stop) of the parameters called ``prefix`` or
+        ``prefix.*`` (one parameter, or a module such as ``decoder.layers.5``); they must
+        be contiguous in the flat layout (a module inside one group, or whole groups)."""
+        spans = sorted(
+            (o, o + p.numel())
+            for name, p, o in zip(self.param_names, self.params, self.param_offsets)
+            if name == prefix or name.startswith(prefix + ".")
+        )
+        if not spans:
+            raise ValueError(f"no parameter is called {prefix!r} or {prefix + '.*'!r}")
+        start, stop = spans[0][0], spans[-1][1]
+        if sum(b - a for a, b in spans) != stop - start:
+            raise ValueError(
+                f"the parameters {prefix + '.*'!r} are not contiguous in the flat layout (they "
+                "lie in groups with parameters of other modules): choose a module inside one group"
+            )
+        return start, stop
+
     def param_views(self, flat: torch.Tensor) -> List[torch.Tensor]:
         """Views of ``flat`` (shape [P]) shaped like each parameter, in ``self.params`` order."""
         return [

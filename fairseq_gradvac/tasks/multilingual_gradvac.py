@@ -40,6 +40,18 @@ def _directions_option(value):
     return directions
 
 
+def _finite_option(value):
+    """A float option that refuses nan/inf here, where argparse's error names the option
+    (the combiners refuse them too, but do not know the option's name)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
+
+
 @register_task("multilingual_gradvac")
 class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
     """Multilingual translation trained with GradVac or one of its baselines."""
@@ -54,20 +66,23 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                                 "multilingual training), pcgrad, gradvac, mgda or gradnorm")
         group.add_argument("--combine-granularity", default="all_layer", choices=GRANULARITIES,
                            help="parameter groups the combiner works on (Table 1 of the paper)")
-        group.add_argument("--gradvac-beta", type=float, default=1e-2,
+        group.add_argument("--gradvac-beta", type=_finite_option, default=1e-2,
                            help="EMA decay of GradVac's similarity targets (paper: 1e-2)")
-        group.add_argument("--gradvac-fixed-target", type=float, default=None,
+        group.add_argument("--gradvac-fixed-target", type=_finite_option, default=None,
                            help="use this fixed similarity target instead of the EMA (fixed_obj)")
         group.add_argument("--gradvac-directions", type=_directions_option, default=None,
                            metavar="PAIRS",
                            help="comma-separated directions GradVac/PCGrad modify (default: all), "
                                 "e.g. the low-resource ones: en-hi,hi-en")
-        group.add_argument("--mgda-iterations", type=int, default=100,
-                           help="Frank-Wolfe iterations of MGDA's min-norm solver")
-        group.add_argument("--gradnorm-alpha", type=float, default=1.5,
+        group.add_argument("--gradnorm-alpha", type=_finite_option, default=1.5,
                            help="GradNorm's asymmetry alpha")
-        group.add_argument("--gradnorm-lr", type=float, default=0.025,
+        group.add_argument("--gradnorm-lr", type=_finite_option, default=0.025,
                            help="learning rate of GradNorm's task weights")
+        group.add_argument("--gradnorm-layer", default=None, metavar="NAME",
+                           help="the layer whose gradient norms GradNorm balances: a module or "
+                                "parameter name, e.g. decoder.layers.0 (default: the last decoder "
+                                "layer, the last shared layer as in Chen et al.); the weights "
+                                "apply to the whole gradients whatever --combine-granularity")
         group.add_argument("--gradient-exchange", default="sharded", choices=EXCHANGES,
                            help="with several workers: sharded (reduce-scatter the per-direction "
                                 "rows, combine each slice, all-gather; (K+1)/2 times stock DDP's "
@@ -144,10 +159,14 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             kwargs = dict(apply_to=chosen, seed=args.seed)
             if name == "gradvac":
                 kwargs.update(beta=args.gradvac_beta, fixed_target=args.gradvac_fixed_target)
-        elif name == "mgda":
-            kwargs = dict(iterations=args.mgda_iterations)
         elif name == "gradnorm":
-            kwargs = dict(alpha=args.gradnorm_alpha, lr=args.gradnorm_lr)
+            layer = args.gradnorm_layer
+            if layer is None:
+                if getattr(args, "decoder_layers", None) is None:
+                    raise ValueError("--gradnorm-layer: this model has no --decoder-layers; "
+                                     "name the layer whose gradient norms GradNorm balances")
+                layer = f"decoder.layers.{args.decoder_layers - 1}"
+            kwargs = dict(alpha=args.gradnorm_alpha, lr=args.gradnorm_lr, layer=layer)
         else:
             kwargs = {}
         return build_combiner(name, **kwargs)
