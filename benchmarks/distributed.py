@@ -37,7 +37,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from step_overhead import SIZES, build_corpus  # noqa: E402
+from step_overhead import SIZES, build_corpus, model_argv  # noqa: E402
 
 VARIANTS = (  # (label, task, combiner, exchange)
     ("stock", "translation_multi_simple_epoch", None, None),
@@ -98,18 +98,7 @@ def _free_port():
 
 
 def train_argv(corpus, shape, task, combiner, exchange, updates, max_tokens, save, device):
-    argv = [
-        corpus["bin"], "--user-dir", os.path.join(ROOT, "fairseq_gradvac"), "--task", task,
-        "--lang-dict", corpus["lang_dict"], "--lang-pairs", ",".join(corpus["directions"]),
-        "--encoder-langtok", "src", "--decoder-langtok",
-        "--sampling-method", "temperature", "--sampling-temperature", "5",
-        "--arch", "transformer", "--share-all-embeddings",
-        "--encoder-layers", str(shape["layers"]), "--decoder-layers", str(shape["layers"]),
-        "--encoder-embed-dim", str(shape["dim"]), "--decoder-embed-dim", str(shape["dim"]),
-        "--encoder-ffn-embed-dim", str(shape["ffn"]), "--decoder-ffn-embed-dim", str(shape["ffn"]),
-        "--encoder-attention-heads", str(shape["heads"]), "--decoder-attention-heads", str(shape["heads"]),
-        "--dropout", "0.1", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-        "--optimizer", "adam", "--lr", "5e-4", "--max-tokens", str(max_tokens), "--seed", "1",
+    argv = model_argv(corpus, shape, task, max_tokens) + [
         "--max-update", str(updates), "--no-save", "--disable-validation", "--save-dir", save,
         "--log-format", "simple", "--log-interval", "1000", "--num-workers", "0",
         "--distributed-world-size", "2", "--distributed-no-spawn", "--ddp-backend", "legacy_ddp",

@@ -156,10 +156,9 @@ clock = time.perf_counter
 
 
 # --------------------------------------------------------------------------- fairseq objects
-def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens):
-    from fairseq import options
-
-    argv = [
+def model_argv(corpus, shape, task, max_tokens):
+    """fairseq-train's data, model, criterion and optimizer options of a benchmark run."""
+    return [
         corpus["bin"], "--user-dir", os.path.join(ROOT, "fairseq_gradvac"), "--task", task,
         "--lang-dict", corpus["lang_dict"], "--lang-pairs", ",".join(corpus["directions"]),
         "--encoder-langtok", "src", "--decoder-langtok",
@@ -174,6 +173,12 @@ def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens):
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
         "--max-tokens", str(max_tokens), "--seed", "1",
     ]
+
+
+def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens):
+    from fairseq import options
+
+    argv = model_argv(corpus, shape, task, max_tokens)
     if combiner is not None:
         argv += ["--gradient-combiner", combiner, "--combine-granularity", granularity]
     return options.parse_args_and_arch(options.get_training_parser(), argv)

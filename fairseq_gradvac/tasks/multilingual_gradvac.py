@@ -21,6 +21,7 @@ from collections import defaultdict
 import torch
 from fairseq import metrics, utils
 from fairseq.distributed import utils as distributed_utils
+from fairseq.models import BaseFairseqModel
 from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
 
@@ -207,8 +208,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
     # ---------------------------------------------------------------- training
     def _direction_gradients(self, model):
         if self._grads is None or self._grads_model is not model:
-            # fairseq's legacy_ddp wraps the model; the groups are the model's own.
-            inner = getattr(model, "module", model)
+            # fairseq wraps the model for several workers (ModuleProxyWrapper around
+            # LegacyDistributedDataParallel); the groups are the model's own.
+            inner = model
+            while not isinstance(inner, BaseFairseqModel) and hasattr(inner, "module"):
+                inner = inner.module
             groups = ParameterGroups.from_named_parameters(
                 inner.named_parameters(), self.args.combine_granularity
             )
