@@ -440,6 +440,24 @@ def test_non_finite_input_skips_and_keeps_state(bad, name):
     assert torch.equal(c.phi_hat, twin.phi_hat)
 
 
+@pytest.mark.parametrize("name", ["gradvac", "pcgrad", "mgda"])
+def test_gram_overflow_gives_the_plain_sum_and_keeps_state(name):
+    """Finite fp32 gradients of ~1e20 whose Gram matrices overflow fp32: the cosines cannot
+    be measured, so the update is the plain sum and the state does not move."""
+    groups = ParameterGroups.from_sizes([16, 16])
+    gen = torch.Generator().manual_seed(17)
+    c = build_combiner(name)
+    c.combine(correlated_grads(gen, 3, groups, torch.float32), ["a", "b", "c"], groups, 0)
+    before = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in c.state_dict().items()}
+    huge = correlated_grads(gen, 3, groups, torch.float32) * 1e20
+    assert torch.isfinite(huge).all() and not torch.isfinite(groups.gram(huge)).all()
+    out = c.combine(huge, ["a", "b", "c"], groups, 1)
+    assert not bool(c.last_report.finite)
+    torch.testing.assert_close(out, huge.sum(0))
+    for key, value in c.state_dict().items():
+        assert torch.equal(value, before[key]) if torch.is_tensor(value) else value == before[key]
+
+
 @pytest.mark.parametrize("scale", [1024.0, 1 / 1024])
 @pytest.mark.parametrize("name", ["gradvac", "pcgrad", "mgda"])
 def test_loss_scale_only_scales_the_result(name, scale):
@@ -518,9 +536,17 @@ def test_load_state_from_another_combiner_or_other_groups_fails():
             used.load_state_dict(state)
         assert used.task_names == before["task_names"]
         assert torch.equal(used.phi_hat, before["phi_hat"])
-    broken = dict(state, phi_hat=state["phi_hat"][:, :, :2])
-    with pytest.raises(ValueError, match="inconsistent"):
-        GradVac().load_state_dict(broken)
+    n = len(state["task_names"])
+    for phi_hat in (state["phi_hat"][:, :, :2],  # fewer groups
+                    state["phi_hat"][:, :-1],  # not square
+                    torch.zeros(n + 1, n + 1, 3)):  # more rows than task names
+        with pytest.raises(ValueError, match="inconsistent"):
+            GradVac().load_state_dict(dict(state, phi_hat=phi_hat))
+    # a state saved before any step (no groups yet) into a combiner already running
+    used = GradVac()
+    run_steps(used, groups, gen, 1)
+    with pytest.raises(ValueError, match=r"\(0 groups, not 3\)"):
+        used.load_state_dict(GradVac().state_dict())
 
 
 def test_visit_order_is_a_permutation_drawn_from_seed_and_step():
@@ -532,13 +558,20 @@ def test_visit_order_is_a_permutation_drawn_from_seed_and_step():
     assert torch.equal(order, visit_order(1, 5, 6, 10))  # the same on every worker
     assert not torch.equal(order, visit_order(1, 6, 6, 10))
     assert not torch.equal(order, visit_order(2, 5, 6, 10))
+    # a fresh order every step of a long run, not a cycle
+    orders = {tuple(visit_order(1, step, 6, 10).reshape(-1).tolist()) for step in range(400)}
+    assert len(orders) == 400
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError):
-        GradVac(beta=0.0)
-    with pytest.raises(ValueError):
-        GradVac(fixed_target=1.0)
+    assert GradVac().beta == 1e-2  # the paper's value, not LibMTL's/torchjd's 0.5 (pitfall 8)
+    assert GradVac(beta=1.0).beta == 1.0  # the target is the last phi: allowed
+    for beta in (0.0, 1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="beta must be in"):
+            GradVac(beta=beta)
+    for target in (1.0, -1.0, 1.5, -1.5, float("nan")):
+        with pytest.raises(ValueError, match="fixed GradVac target"):
+            GradVac(fixed_target=target)
     groups = ParameterGroups.from_sizes([4, 4])
     c = GradVac()
     with pytest.raises(ValueError):

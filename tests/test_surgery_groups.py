@@ -284,3 +284,14 @@ def test_columns_of_a_module_or_parameter():
                                       ("a.1", torch.zeros(2))]])
     assert groups.columns("a.1") == (5, 10)
     assert groups.columns("a.10") == (0, 5)
+
+
+def test_consecutive_groups_of_equal_size_make_one_run():
+    """The batching the speed depends on (docs/performance.md): one batched matmul per run
+    of equal-size groups, in the flat layout's or a column range's coordinates."""
+    groups = ParameterGroups.from_sizes([3, 9, 9, 1, 17, 17, 17, 3])
+    runs = [(r.start, r.first, r.count, r.size) for r in groups._runs(0, groups.numel)]
+    assert runs == [(0, 0, 1, 3), (3, 1, 2, 9), (21, 3, 1, 1), (22, 4, 3, 17), (73, 7, 1, 3)]
+    # columns [3, 30): groups 1 and 2 whole, 3 whole, 4 in part; group 0 ends at 3: no part
+    runs = [(r.start, r.first, r.count, r.size) for r in groups._runs(3, 30)]
+    assert runs == [(0, 1, 2, 9), (18, 3, 1, 1), (19, 4, 1, 8)]

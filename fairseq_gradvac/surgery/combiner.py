@@ -146,12 +146,11 @@ class Combiner:
 
     @staticmethod
     def _check(grads, tasks, groups):
-        if grads.dim() != 2 or grads.shape[0] != len(tasks) or grads.shape[0] == 0:
+        """The shapes; weigh() checks the task names (none, or one twice)."""
+        if grads.dim() != 2 or grads.shape[0] != len(tasks):
             raise ValueError(
                 f"expected gradients of shape [K={len(tasks)}, P], got {tuple(grads.shape)}"
             )
-        if len(set(tasks)) != len(tasks):
-            raise ValueError(f"task names must be unique, got {list(tasks)}")
         if grads.shape[1] != groups.numel:
             raise ValueError(
                 f"gradients have {grads.shape[1]} entries but the parameter groups cover {groups.numel}"

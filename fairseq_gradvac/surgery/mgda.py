@@ -72,7 +72,6 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
             moved = alpha + t * (y - alpha)
             leaves = shrinks & (limit <= t)  # the vertices whose weight reached 0
             moved = torch.where(leaves | ~corral, 0.0, moved.clamp_min(0))
-            moved = moved / moved.sum(-1, keepdim=True)
             alpha = torch.where(done.unsqueeze(1), alpha, moved)
             corral = corral & ~(leaves & ~done.unsqueeze(1))
             settled = done | ~shrinks.any(-1)
