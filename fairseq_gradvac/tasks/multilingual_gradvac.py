@@ -12,6 +12,7 @@ Data, dictionaries, language tokens, sampling and inference are fairseq's
    over workers on the way (gradient_exchange.py), with the math of one worker.
 """
 import argparse
+import atexit
 import contextlib
 import logging
 import math
@@ -32,6 +33,11 @@ from ..gradient_exchange import EXCHANGES, GradientExchange
 from ..surgery import GRANULARITIES, ParameterGroups, available_combiners, build_combiner
 
 logger = logging.getLogger(__name__)
+
+
+def _destroy_process_group():
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _directions_option(value):
@@ -227,6 +233,10 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 exchange = GradientExchange(1, 0)
             if exchange.distributed:
                 self._share_combiner_state(exchange, groups.params[0].device)
+                # fairseq exits without destroying its process group; gloo's threads then
+                # sometimes abort the finished process ("terminate called without an
+                # active exception", exit -6). Destroying it is local to this worker.
+                atexit.register(_destroy_process_group)
             if self._grads is not None:
                 self._grads.close()
             self._grads = DirectionGradients(groups, self.training_directions, exchange)
