@@ -16,7 +16,7 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
 
     alpha lies on the simplex and minimizes ||x||^2 = alpha^T G alpha, x = sum_i alpha_i g_i.
     Frank-Wolfe (Sener & Koltun's Algorithm 2) only approaches a minimum on a face of the
-    simplex: after 100 iterations it was 3x the minimum on hard cases (docs/testing.md).
+    simplex: after 100 iterations it was up to 17x the minimum on hard cases (docs/testing.md).
     Wolfe's algorithm is exact in finitely many steps. It keeps a corral S of vertices whose
     affine hull's point nearest to 0 is x, and alternates
     - major step: j = argmin_m x . g_m. If x . g_j >= ||x||^2 - tol, x is optimal (the KKT
@@ -24,8 +24,8 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
       otherwise S gets j.
     - minor step: y = the affine minimizer of S, min y^T G_S y subject to sum_i y_i = 1,
       from the bordered system [[G_S, 1], [1^T, 0]] [y; -lambda] = [0; 1]. If y > 0 on S,
-      alpha = y (next: a major step); otherwise alpha moves towards y until a weight reaches
-      0, that vertex leaves S, and the minor step repeats.
+      alpha = y (next: a major step; y sums to 1 by the last row); otherwise alpha moves
+      towards y until a weight reaches 0, that vertex leaves S, and the minor step repeats.
     One loop iteration is one minor step (after a major step where alpha is settled) of every
     group, with one batched (K+1)-square solve; solve_ex checks no error (no host sync).
     All groups are done after about 1.5 K iterations (K=8: 11, K=40: 66); the host looks at
