@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from .analysis.similarity import SimilarityGroups, SimilarityRecord
 from .gradient_exchange import GradientExchange
 from .surgery import Combiner, ParameterGroups
 from .surgery.groups import math_dtype
@@ -22,6 +23,7 @@ class DirectionGradients:
         groups: ParameterGroups,
         directions: Sequence[str],
         exchange: Optional[GradientExchange] = None,
+        similarity: Optional[SimilarityGroups] = None,
     ):
         params = groups.params
         kinds = {(p.dtype, p.device) for p in params}
@@ -32,6 +34,9 @@ class DirectionGradients:
         self.groups = groups
         self.directions: List[str] = list(directions)
         self.exchange = exchange or GradientExchange(1, 0)
+        # The groups whose raw cosines combine(record=True) measures (Part I).
+        self.similarity = similarity or SimilarityGroups(groups)
+        self.last_record: Optional[SimilarityRecord] = None
         self.device = params[0].device
         padded = self.exchange.padded_numel(groups.numel)
         self.buffer = torch.zeros(len(directions), padded, dtype=params[0].dtype, device=self.device)
@@ -68,6 +73,10 @@ class DirectionGradients:
         self._ntokens, self._losses = [0.0] * n, [0.0] * n
         self._reached = [False] * len(self.groups.params)
 
+    def present_directions(self) -> List[str]:
+        """The directions a real batch went into since the last combine()."""
+        return [d for d, present in zip(self.directions, self._present) if present]
+
     def row(self, direction: str) -> int:
         if direction not in self.directions:
             raise ValueError(
@@ -92,10 +101,15 @@ class DirectionGradients:
         self._losses[r] = self._losses[r] + loss
         self._ntokens[r] += float(ntokens)
 
-    def combine(self, combiner: Combiner, step: int) -> Optional[torch.Tensor]:
+    def combine(self, combiner: Combiner, step: int, record: bool = False) -> Optional[torch.Tensor]:
         """Combine this update's rows (summed over workers) and make the result every
         reached parameter's ``.grad``. Returns the combined gradient, or None when no
-        worker had a real batch (the gradients stay zero)."""
+        worker had a real batch (the gradients stay zero).
+
+        ``record``: also measure the raw cosines of the rows (before any combination) in
+        ``self.similarity``'s groups, into ``self.last_record`` (update ``step + 1``); their
+        Gram matrices join the one all-reduce."""
+        self.last_record = None
         if self.groups.params[0].grad is None:  # the trainer dropped this update (OOM)
             self.reset()
         k, p, dtype = self.capacity, self.groups.numel, math_dtype(self.buffer.dtype)
@@ -105,26 +119,43 @@ class DirectionGradients:
         rows, start = self.exchange.reduce_rows(self.buffer, p)
         n_groups = len(self.groups)
         first = 0 if start is None else start  # rows hold columns [first, first + width)
+        # The Gram matrices are summed over workers, so each worker takes its share of the
+        # columns: its slice (sharded), or its chunk of the whole rows every worker holds
+        # (stacked), not all of them N times.
+        share_lo, share_hi = first, first + rows.shape[1]
+        if start is None and self.exchange.distributed:
+            chunk = -(-p // self.exchange.world_size)
+            share_lo = min(p, self.exchange.rank * chunk)
+            share_hi = min(p, share_lo + chunk)
+
+        def partial_gram(groups, lo, hi, count):
+            lo, hi = max(lo, share_lo), min(hi, share_hi)
+            if lo >= hi:
+                return torch.zeros(count, k, k, dtype=dtype, device=self.device)
+            return groups.gram(rows[:, lo - first : hi - first], start=lo)
+
         gram = None
-        if combiner.needs_gram:  # the part of the combiner's columns in this worker's slice
-            lo, hi = combiner.gram_columns(self.groups)
-            lo, hi = max(lo, first), min(hi, first + rows.shape[1])
-            if lo < hi:
-                gram = self.groups.gram(rows[:, lo - first : hi - first], start=lo)
-            else:
-                gram = torch.zeros(n_groups, k, k, dtype=dtype, device=self.device)
-        # One small all-reduce: partial Grams, then presence, tokens, losses per direction,
-        # then which parameters were reached.
+        if combiner.needs_gram:  # the part of the combiner's columns in this worker's share
+            gram = partial_gram(self.groups, *combiner.gram_columns(self.groups), n_groups)
+        sim = partial_gram(self.similarity, 0, p, len(self.similarity.names)) if record else None
+        # One small all-reduce: partial Grams (combiner's, recorded), then presence, tokens,
+        # losses per direction, then which parameters were reached.
         losses = torch.stack([torch.as_tensor(v, dtype=dtype, device=self.device) for v in self._losses])
         local = torch.tensor(
             [float(x) for x in self._present] + self._ntokens + [float(x) for x in self._reached],
             dtype=dtype, device=self.device,
         )
-        parts = ([gram.flatten()] if gram is not None else []) + [local[: 2 * k], losses, local[2 * k :]]
+        grams = [g for g in (gram, sim) if g is not None]
+        parts = [g.flatten() for g in grams] + [local[: 2 * k], losses, local[2 * k :]]
         stats = self.exchange.all_reduce_stats(torch.cat(parts))
+        reduced = []
+        for g in grams:
+            reduced.append(stats[: g.numel()].view(g.shape))
+            stats = stats[g.numel() :]
         if gram is not None:
-            gram = stats[: gram.numel()].view(n_groups, k, k)
-            stats = stats[gram.numel() :]
+            gram = reduced.pop(0)
+        if sim is not None:
+            sim = reduced.pop(0)
         present, ntokens, losses, reached = stats[:k], stats[k : 2 * k], stats[2 * k : 3 * k], stats[3 * k :]
         idx = (present > 0).nonzero().flatten().tolist() if self.exchange.distributed else [
             r for r in range(k) if self._present[r]
@@ -136,6 +167,10 @@ class DirectionGradients:
         tasks = [self.directions[r] for r in idx]
         sel = torch.tensor(idx, device=self.device)
         ntokens = ntokens[sel]
+        if sim is not None:
+            self.last_record = SimilarityRecord(
+                step + 1, tasks, self.similarity.names, sim[:, sel][:, :, sel], ntokens.tolist()
+            )
         weights = combiner.weigh(
             None if gram is None else gram[:, sel][:, :, sel], tasks, self.groups, step,
             losses=losses[sel] / ntokens.clamp_min(1), ntokens=ntokens,  # loss per token

@@ -6,12 +6,14 @@
 # DATA, METHOD, SAMPLING, MODEL name files under configs/ (configs/data/DATA.sh or a path,
 # configs/methods/METHOD.args, configs/sampling/SAMPLING.args, configs/models/MODEL.args).
 # Environment: MINUTES (training-time budget, fairseq's --stop-time-hours; counted across
-# resumes), SEED (default 1), DRY_RUN=1 (print the command, run nothing).
+# resumes), SEED (default 1), SIMILARITY_INTERVAL (--similarity-interval, default 100: the
+# gradient cosines of Part I in SAVE_DIR/similarity.csv; 0: off), DRY_RUN=1 (print the
+# command, run nothing).
 # Re-running the same command resumes from SAVE_DIR/checkpoint_last.pt. The bilingual
 # row trains one model per direction, in SAVE_DIR/<direction>, each with the budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 5 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,14p' "$0"; exit 2; }
 DATA=$1 METHOD=$2 SAMPLING=$3 MODEL=$4 SAVE=$5; shift 5
 for f in "configs/methods/$METHOD.args" "configs/sampling/$SAMPLING.args" "configs/models/$MODEL.args"; do
   [ -f "$f" ] || { echo "no such config: $f" >&2; exit 2; }
@@ -35,7 +37,8 @@ run() {  # run SAVE_DIR LANG_PAIRS
   local cmd=(fairseq-train "$DATA_BIN" --user-dir fairseq_gradvac --task multilingual_gradvac
     --lang-dict "$LANG_DICT" --lang-pairs "$2" "${SAMPLING_ARGS[@]}" "${MODEL_ARGS[@]}"
     "${METHOD_ARGS[@]}" --seed "${SEED:-1}" --save-dir "$1" --log-format simple
-    --log-interval 50 --tensorboard-logdir "$1/tensorboard" "${BUDGET[@]}" "${EXTRA[@]}")
+    --log-interval 50 --tensorboard-logdir "$1/tensorboard" --similarity-interval "${SIMILARITY_INTERVAL:-100}"
+    "${BUDGET[@]}" "${EXTRA[@]}")
   if [ -n "${DRY_RUN:-}" ]; then printf '%q ' "${cmd[@]}"; echo; return; fi
   mkdir -p "$1"
   echo "[train] $METHOD / $SAMPLING / $MODEL -> $1"

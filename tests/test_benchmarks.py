@@ -43,3 +43,10 @@ def test_distributed_benchmark_counts_the_exchange():
     assert float(rows["stock"][3]) == 1.0
     assert 4.4 <= float(rows["gradvac sharded"][3]) <= 4.5
     assert "reduce_scatter_tensor 1" in rows["gradvac sharded"][6]
+
+
+def test_similarity_overhead_benchmark_records_and_reports_both_intervals():
+    out = _run("benchmarks/similarity_overhead.py", "--quick", "--threads", "1", "--combiners", "sum",
+               "--reps", "1")
+    summary = out[out.index("summary"):]
+    assert "tiny sum: N=1" in summary and "N=100" in summary

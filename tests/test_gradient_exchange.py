@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from fairseq_gradvac.analysis.similarity import SimilarityGroups
 from fairseq_gradvac.direction_gradients import DirectionGradients
 from fairseq_gradvac.gradient_exchange import GradientExchange
 from fairseq_gradvac.surgery import ParameterGroups, build_combiner
@@ -72,7 +73,7 @@ def _worker(rank, world, init, out):
         params = _params()
         grads = DirectionGradients(_groups(params), DIRECTIONS, GradientExchange(world, rank, None, mode))
         combiner = build_combiner(method, **kwargs)
-        outs = []
+        outs, records = [], []
         calls.clear()
         for step in range(STEPS):
             for p in params:
@@ -85,9 +86,11 @@ def _worker(rank, world, init, out):
             if rank == 0 and step == 2:  # a dummy batch: zeros, not recorded
                 grads.select("en-hi")
                 _backward(params, torch.zeros(P, dtype=torch.float64))
-            combined = grads.combine(combiner, step)
+            combined = grads.combine(combiner, step, record=step % 2 == 1)  # joins the all-reduce
             outs.append(None if combined is None else combined.clone())
-        results[method, mode] = (outs, combiner.state_dict(), dict(calls))
+            record = grads.last_record
+            records.append(None if record is None else (record.update, record.directions, record.gram.clone()))
+        results[method, mode] = (outs, combiner.state_dict(), dict(calls), records)
     with open(os.path.join(out, f"{rank}.pkl"), "wb") as f:
         pickle.dump(results, f)
     dist.destroy_process_group()
@@ -100,12 +103,13 @@ def _reference(world):
     groups = _groups(params)
     for method, kwargs in METHODS:
         combiner = build_combiner(method, **kwargs)
-        outs = []
+        outs, records = [], []
         for step in range(STEPS):
             per_rank = {r: _present(step, r, world) for r in range(world)}
             tasks = [d for d in DIRECTIONS if any(d in v for v in per_rank.values())]
             if not tasks:
                 outs.append(None)
+                records.append(None)
                 continue
             rows = torch.stack([
                 sum(_grads(step, r, d) for r in range(world) if d in per_rank[r]) for d in tasks
@@ -117,7 +121,8 @@ def _reference(world):
                 float(sum(10 + r for r in range(world) if d in per_rank[r])) for d in tasks
             ])
             outs.append(combiner.combine(rows, tasks, groups, step, losses=losses / ntokens, ntokens=ntokens))
-        results[method] = (outs, combiner.state_dict())
+            records.append((step + 1, tasks, SimilarityGroups(groups).gram(rows)) if step % 2 == 1 else None)
+        results[method] = (outs, combiner.state_dict(), records)
     return results
 
 
@@ -133,9 +138,15 @@ def test_exchange_equals_one_worker_on_the_summed_rows(world, tmp_path):
     ranks = _run(world, tmp_path)
     reference = _reference(world)
     for (method, _), mode in [(m, mode) for mode in ("sharded", "stacked") for m in METHODS]:
-        expected_outs, expected_state = reference[method]
+        expected_outs, expected_state, expected_records = reference[method]
         for rank, results in enumerate(ranks):
-            outs, state, calls = results[method, mode]
+            outs, state, calls, records = results[method, mode]
+            # the raw-cosine record (steps 1 and 3): the Gram matrices of the summed rows
+            for record, expected in zip(records, expected_records):
+                assert (record is None) == (expected is None)
+                if expected is not None:
+                    assert record[:2] == expected[:2]
+                    torch.testing.assert_close(record[2], expected[2], rtol=1e-6, atol=1e-9)
             for step, (out, expected) in enumerate(zip(outs, expected_outs)):
                 if expected is None:
                     assert out is None, (method, step)

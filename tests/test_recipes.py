@@ -54,6 +54,7 @@ def test_every_config_is_a_valid_fairseq_train_command(corpus, method, model):
         assert cmd[0] == "fairseq-train"
         args = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
         assert args.task == "multilingual_gradvac" and args.stop_time_hours == pytest.approx(5 / 60)
+        assert args.similarity_interval == 100  # Part I's cosines recorded by default
         expected = "sum" if method in ("bilingual", "multilingual") else method.split("_")[0]
         assert args.gradient_combiner == expected
         if method == "gradvac_all_layer":

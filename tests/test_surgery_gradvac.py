@@ -107,9 +107,9 @@ def test_combine_two_tasks_reaches_target_per_group():
             before = cos(grads[0, sl], grads[1, sl])
             assert before < fixed
             assert cos(g_mod_a[sl], grads[1, sl]) == pytest.approx(fixed, abs=1e-12)
-            assert c.last_report.similarity[0, 1, k].item() == pytest.approx(before, abs=1e-12)
+            assert c.last_report.phi[0, 1, k].item() == pytest.approx(before, abs=1e-12)
             assert bool(c.last_report.corrected[0, 1, k])
-            assert torch.isnan(c.last_report.similarity[1, 0, k])  # b is not visited
+            assert torch.isnan(c.last_report.phi[1, 0, k])  # b is not visited
 
 
 def test_combine_two_tasks_reaches_ema_target():
@@ -342,8 +342,8 @@ def test_zero_gradient_task_gives_no_nan_and_keeps_its_ema():
         torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
         assert torch.equal(with_empty.phi_hat[ic], before[ic])
         assert torch.equal(with_empty.phi_hat[:, ic], before[:, ic])
-        assert torch.isnan(with_empty.last_report.similarity[2]).all()
-        assert torch.isnan(with_empty.last_report.similarity[:, 2]).all()
+        assert torch.isnan(with_empty.last_report.phi[2]).all()
+        assert torch.isnan(with_empty.last_report.phi[:, 2]).all()
     torch.testing.assert_close(with_empty.phi_hat, without.phi_hat, rtol=0, atol=0)
     # all tasks without tokens: the update is zero, not NaN
     out = with_empty.combine(torch.zeros(3, groups.numel), ["a", "b", "c"], groups, 12)

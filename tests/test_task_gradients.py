@@ -1,4 +1,5 @@
 """In-process checks of the task's data split and per-direction gradients (real fairseq objects)."""
+import csv
 import math
 from collections import Counter
 
@@ -156,8 +157,8 @@ def test_gradvac_changes_the_update_and_reports(corpus):
     report = task._report
     assert report.finite.item() and report.tasks == list(dataset.collater(samples))
     # phi_hat starts at 0: every conflicting pair (cos < 0) is corrected, no other.
-    visited = ~torch.isnan(report.similarity)
-    assert torch.equal(report.corrected, visited & (report.similarity < 0))
+    visited = ~torch.isnan(report.phi)
+    assert torch.equal(report.corrected, visited & (report.phi < 0))
     assert report.corrected.any()
     assert not torch.allclose(combined, plain)
 
@@ -210,35 +211,41 @@ def test_gradnorm_measures_the_last_decoder_layer_by_default(corpus):
         task._build_combiner(args)
 
 
-def test_logged_metrics_have_the_right_values(corpus):
-    """Two directions in the update: each one's logged loss (base 2, per token) and token
-    count are its own batch's; cos_A_B is the mean over the groups of the cosine of the two
-    rows (the first visit of a pair is before any correction), and 'corrected' is the
-    share of (pair, group) visits with a negative cosine (the targets start at 0)."""
+def test_logged_metrics_have_the_right_values(corpus, tmp_path):
+    """Two directions in the update: each one's loss (base 2, per token) and token count in
+    direction_losses.csv are its own batch's; the console's cos_mean is the whole-model cosine
+    of the two rows, 'conflicts' the share of groups where it is negative, and 'corrected'
+    the share of (pair, group) visits with a negative cosine (the targets start at 0)."""
     _, task, model, criterion = _setup(corpus, "--gradient-combiner", "gradvac",
-                                       "--combine-granularity", "all_matrix")
+                                       "--combine-granularity", "all_matrix",
+                                       "--similarity-interval", "1", "--save-dir", str(tmp_path))
     dataset, samples = _samples(task)
     samples = [s for s in samples if s[0] in (0, 1)]
     by_direction = dataset.collater(samples)
-    a, b = list(by_direction)
     _, _, log = task.train_step(by_direction, model, criterion, _Backward(), 0)
     rows = task._grads.buffer[:2].double().clone()
     model.all_reduce_grads()
     with metrics.aggregate(new_root=True) as aggregate:
         task.reduce_metrics([log], criterion)
     logged = aggregate.get_smoothed_values()
+    assert not any(k.startswith(("loss_", "ntok_", "cos_")) and k != "cos_mean" for k in logged)
+    with open(tmp_path / "direction_losses.csv") as f:
+        losses = {r["direction"]: r for r in csv.DictReader(f)}
+    assert list(losses) == list(by_direction)
     with torch.no_grad():
         for direction, batch in by_direction.items():
             loss, _, alone = criterion(model, batch)
-            assert logged[f"loss_{direction}"] == pytest.approx(
+            assert float(losses[direction]["loss"]) == pytest.approx(
                 loss.item() / batch["ntokens"] / math.log(2), abs=1e-3)
-            assert logged[f"ntok_{direction}"] == batch["ntokens"]
+            assert int(losses[direction]["ntokens"]) == batch["ntokens"]
+            assert losses[direction]["update"] == "1"
     groups = task._grads.groups
     cosines = torch.stack([
         torch.nn.functional.cosine_similarity(rows[0, o:o + n], rows[1, o:o + n], dim=0)
         for o, n in zip(groups.offsets, groups.sizes)
     ])
     assert -0.9 < cosines.mean() < 0.9 and (cosines < 0).any() and (cosines > 0).any()
-    assert logged[f"cos_{a}_{b}"] == pytest.approx(cosines.mean().item(), abs=1e-3)
-    assert logged[f"cos_{b}_{a}"] == pytest.approx(cosines.mean().item(), abs=1e-3)
+    whole = torch.nn.functional.cosine_similarity(rows[0], rows[1], dim=0)
+    assert logged["cos_mean"] == pytest.approx(whole.item(), abs=1e-3)
+    assert logged["conflicts"] == pytest.approx((cosines < 0).double().mean().item(), abs=1e-3)
     assert logged["corrected"] == pytest.approx((cosines < 0).double().mean().item(), abs=1e-3)

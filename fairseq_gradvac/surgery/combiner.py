@@ -51,8 +51,11 @@ def build_combiner(name: str, **kwargs) -> "Combiner":
 class StepReport:
     """What a combiner did in one step, as device tensors (no host sync until read).
 
-    ``similarity[i, j, k]``: cos(g'_ik, g_jk) measured before pair (i, j)'s correction
-    (NaN where the pair was not visited); ``corrected[i, j, k]``: whether it was corrected;
+    GradVac/PCGrad: ``phi[i, j, k]``: Algorithm 1's phi, cos(g'_ik, g_jk) of the gradient
+    ALREADY corrected against the tasks visited before j in this step's random order (so
+    not symmetric, and not the raw cosine of Part I: analysis.similarity records that),
+    NaN where the pair was not visited; ``target[i, j, k]``: the phi_hat it was compared
+    with; ``corrected[i, j, k]``: whether it was corrected;
     ``finite``: False when the input held NaN/Inf and every state was left untouched;
     ``weights``: the method's weights on the per-task mean-loss gradients g_i / n_i (MGDA:
     alpha [num_groups, K] on the simplex; GradNorm: w [K], summing to K).
@@ -61,7 +64,8 @@ class StepReport:
     tasks: List[str]
     group_names: List[str]
     finite: torch.Tensor
-    similarity: Optional[torch.Tensor] = None
+    phi: Optional[torch.Tensor] = None
+    target: Optional[torch.Tensor] = None
     corrected: Optional[torch.Tensor] = None
     weights: Optional[torch.Tensor] = None
 

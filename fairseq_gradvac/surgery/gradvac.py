@@ -13,6 +13,7 @@ from typing import Iterable, Optional
 import torch
 
 from .combiner import Combiner, StepReport, register_combiner
+from .cosine import cosine
 
 # sqrt(1 - phi_hat^2) divides the correction (line 14); a target at +-1 would need an
 # infinite multiple of g_j, and rounding above 1 gives NaN. Targets are clamped to this.
@@ -64,7 +65,7 @@ def vaccinate(
         norm_j = norm.gather(1, j.squeeze(-1))
         # A zero-norm gradient (a task with no tokens) has no direction: skip the pair.
         visit = apply & (norm_i > 0) & (norm_j > 0)
-        phi = (dot / norm_i.clamp_min(tiny) / norm_j.clamp_min(tiny)).clamp(-1, 1)  # line 12
+        phi = cosine(dot, norm_i, norm_j)  # line 12
         phi_hat = target.gather(2, j).squeeze(-1)
         t = phi_hat.clamp(-MAX_TARGET, MAX_TARGET)
         # Line 13 against the target the correction can reach: with phi_hat above
@@ -156,7 +157,8 @@ class GradVac(Combiner):
             tasks,
             groups.names,
             finite,
-            similarity=similarity.permute(1, 2, 0),
+            phi=similarity.permute(1, 2, 0),
+            target=target.permute(1, 2, 0),
             corrected=corrected.permute(1, 2, 0),
         )
         # Line 19: sum_i g'_ik = sum_m (sum_i C[k, i, m]) g_mk. Non-finite input: plain sum,

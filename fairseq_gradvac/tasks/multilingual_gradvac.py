@@ -27,6 +27,8 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
 
 from .. import checkpoints
+from ..analysis import similarity
+from ..analysis.csv_log import CsvLog
 from ..data.direction_batches import batch_by_direction
 from ..direction_gradients import DirectionGradients
 from ..gradient_exchange import EXCHANGES, GradientExchange
@@ -94,6 +96,15 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                            help="with several workers: sharded (reduce-scatter the per-direction "
                                 "rows, combine each slice, all-gather; (K+1)/2 times stock DDP's "
                                 "traffic) or stacked (all-reduce all K rows: the reference)")
+        group = parser.add_argument_group("gradient similarity (fairseq_gradvac, Part I)")
+        group.add_argument("--similarity-interval", type=int, default=0, metavar="N",
+                           help="every N updates, write the raw cosine of every pair of "
+                                "directions' gradients (before any combination), per parameter "
+                                "group, to SAVE_DIR/similarity.csv (0: off); any combiner")
+        group.add_argument("--similarity-granularity", default=None, choices=GRANULARITIES,
+                           help="the groups recorded (default: --combine-granularity's), e.g. "
+                                "all_layer while combining whole_model; the aggregates model, "
+                                "encoder_layers and decoder_layers are always recorded")
         # fmt: on
 
     def __init__(self, args, langs, dicts, training):
@@ -106,11 +117,15 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 f"every backward pass would all-reduce. Train with --ddp-backend legacy_ddp "
                 f"(on GPUs and CPUs alike; its all-reduce is replaced, not added to)."
             )
+        if getattr(args, "similarity_interval", 0) < 0:
+            raise ValueError(f"--similarity-interval must be >= 0 (0: off), got {args.similarity_interval}")
         super().__init__(args, langs, dicts, training)
         self.combiner = self._build_combiner(args) if training else None
         self._grads = None  # DirectionGradients, built with the model's parameters
         self._grads_model = None  # ... of this model
         self._report = None  # last combiner report, logged by reduce_metrics
+        self._record = None  # last similarity record, logged by reduce_metrics
+        self._logs = None  # {"similarity": CsvLog, "direction_losses": CsvLog} on rank 0
         if training:
             checkpoints.expect_restore(self)
 
@@ -239,7 +254,10 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 atexit.register(_destroy_process_group)
             if self._grads is not None:
                 self._grads.close()
-            self._grads = DirectionGradients(groups, self.training_directions, exchange)
+            self._grads = DirectionGradients(
+                groups, self.training_directions, exchange,
+                similarity.SimilarityGroups(groups, self.args.similarity_granularity),
+            )
             self._grads_model = model
             # The trainer calls model.all_reduce_grads() (through the optimizer) after the
             # last micro-batch of an update and before rescaling and clipping: the place
@@ -268,6 +286,8 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         grads = self._direction_gradients(model)
+        if self._logs is None:
+            self._open_logs(update_num)
         if grads.update_started():
             grads.reset()
         self._update_num = update_num
@@ -296,37 +316,66 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         merged.update(per_direction)
         return total_loss, total_size, dict(merged)
 
+    def _open_logs(self, update_num):
+        """The per-update CSV logs in the save dir, written by the first worker; opened for
+        a run that has done ``update_num`` updates (what a resumed run redoes goes)."""
+        self._logs = {}
+        other_worker = torch.distributed.is_initialized() and distributed_utils.get_data_parallel_rank() != 0
+        if other_worker or not getattr(self.args, "save_dir", None):
+            return
+        os.makedirs(self.args.save_dir, exist_ok=True)
+        if self.args.similarity_interval > 0:
+            self._logs["similarity"] = CsvLog(
+                os.path.join(self.args.save_dir, "similarity.csv"), similarity.COLUMNS
+            )
+        self._logs["direction_losses"] = CsvLog(
+            os.path.join(self.args.save_dir, "direction_losses.csv"),
+            ("update", "direction", "loss", "ntokens"),
+        )
+        for log in self._logs.values():
+            log.open(update_num)
+
     def _combine(self):
-        combined = self._grads.combine(self.combiner, self._update_num)
+        interval = self.args.similarity_interval
+        record = interval > 0 and (self._update_num + 1) % interval == 0
+        combined = self._grads.combine(self.combiner, self._update_num, record=record)
         self._report = self.combiner.last_report if combined is not None else None
+        self._record = self._grads.last_record
+        if self._record is not None and "similarity" in self._logs:
+            self._logs["similarity"].write(self._record.update, self._record.rows())
 
     def reduce_metrics(self, logging_outputs, criterion):
+        """fairseq's metrics, plus a summary whose length does not grow with the number of
+        directions: ``cos_mean`` and ``conflicts`` (mean whole-model cosine over pairs; share
+        of negative per-group cosines) at --similarity-interval updates, GradVac/PCGrad's
+        ``corrected`` share. Per-direction losses go to SAVE_DIR/direction_losses.csv."""
         super().reduce_metrics(logging_outputs, criterion)
-        directions = sorted({k.rsplit(":", 1)[0] for log in logging_outputs for k in log if k.endswith(":ntokens")})
-        for d in directions:
-            ntokens = sum(log.get(f"{d}:ntokens", 0) for log in logging_outputs)
-            loss = sum(log.get(f"{d}:loss", 0) for log in logging_outputs)
-            if ntokens > 0:
-                metrics.log_scalar(f"loss_{d}", loss / ntokens / math.log(2), ntokens, round=3)
-            metrics.log_scalar(f"ntok_{d}", ntokens, round=1)
-        report, self._report = self._report, None
-        if report is not None and directions:
-            self._log_report(report)
-
-    @staticmethod
-    def _log_report(report):
-        if report.similarity is None:
+        directions = list(dict.fromkeys(
+            k[: -len(":ntokens")] for log in logging_outputs for k in log if k.endswith(":ntokens")
+        ))
+        if not directions:  # validation
             return
-        sim = report.similarity.float()
-        visited = ~torch.isnan(sim)
-        mean = torch.where(visited, sim, torch.zeros_like(sim)).sum(-1) / visited.sum(-1).clamp_min(1)
-        share = report.corrected.sum() / visited.sum().clamp_min(1)
-        mean, counts, share = mean.tolist(), visited.sum(-1).tolist(), share.item()  # one sync
-        metrics.log_scalar("corrected", share, round=3)
-        for i, a in enumerate(report.tasks):
-            for j, b in enumerate(report.tasks):
-                if counts[i][j]:
-                    metrics.log_scalar(f"cos_{a}_{b}", mean[i][j], round=3)
+        if self._logs and "direction_losses" in self._logs:
+            rows = []
+            for d in directions:
+                ntokens = sum(log.get(f"{d}:ntokens", 0) for log in logging_outputs)
+                loss = sum(log.get(f"{d}:loss", 0) for log in logging_outputs)
+                if ntokens > 0:
+                    bits = float(loss) / ntokens / math.log(2)
+                    rows.append((self._update_num + 1, d, round(bits, 4), int(ntokens)))
+            self._logs["direction_losses"].write(self._update_num + 1, rows)
+        report, self._report = self._report, None
+        if report is not None and report.corrected is not None:
+            visited = ~torch.isnan(report.phi)
+            share = report.corrected.sum() / visited.sum().clamp_min(1)
+            metrics.log_scalar("corrected", share.item(), round=3)
+        record, self._record = self._record, None
+        if record is not None:
+            mean, conflicts = record.summary()
+            if not math.isnan(mean):
+                metrics.log_scalar("cos_mean", mean, round=3)
+            if not math.isnan(conflicts):
+                metrics.log_scalar("conflicts", conflicts, round=3)
 
     # ---------------------------------------------------------------- state
     def state_dict(self):
