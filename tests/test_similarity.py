@@ -149,8 +149,10 @@ def test_csv_log_keeps_each_update_once(tmp_path):
     log.write(3, [(3, 7)])
     log.close()
     assert open(path).read() == "update,v\n1,10\n1,11\n2,20\n2,21\n3,7\n"
+    other = CsvLog(path, ("update", "w"))
+    other.open(0)
     with pytest.raises(ValueError, match="columns"):
-        CsvLog(path, ("update", "w")).open(0)
+        other.write(1, [(1, 2)])
 
 
 LINE_KEYS = re.compile(r"(\w[\w.:-]*)=")

@@ -29,23 +29,28 @@ class CsvLog:
         self._last: Optional[int] = None
 
     def open(self, after_update: int) -> None:
-        """Start writing for a run that has done ``after_update`` updates: rows of later
-        updates (written before a kill, after the checkpoint the run resumed from) go."""
-        self._keep(lambda update: update <= after_update)
-        self._file = open(self.path, "a", newline="")
-        if self._file.tell() == 0:
-            self._write([self.columns])
+        """Start a run that has done ``after_update`` updates: rows of later updates
+        (written before a kill, after the checkpoint the run resumed from) go. Nothing is
+        touched until the first write."""
+        self.close()
         self._last = after_update
 
     def write(self, update: int, rows: Iterable[Sequence]) -> None:
         """All rows of one update, each starting with ``update``."""
-        if self._file is None:
+        if self._last is None:
             raise RuntimeError("CsvLog.open() first")
-        if self._last is not None and update <= self._last:  # an update written again
+        if self._file is None or update <= self._last:  # first write, or an update written again
             self.close()
-            self.open(update - 1)
+            self._start(min(self._last, update - 1))
         self._write(rows)
         self._last = update
+
+    def _start(self, after_update: int) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._keep(lambda update: update <= after_update)
+        self._file = open(self.path, "a", newline="")
+        if self._file.tell() == 0:
+            self._write([self.columns])
 
     def close(self) -> None:
         if self._file is not None:

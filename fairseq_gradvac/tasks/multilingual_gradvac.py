@@ -323,7 +323,6 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         other_worker = torch.distributed.is_initialized() and distributed_utils.get_data_parallel_rank() != 0
         if other_worker or not getattr(self.args, "save_dir", None):
             return
-        os.makedirs(self.args.save_dir, exist_ok=True)
         if self.args.similarity_interval > 0:
             self._logs["similarity"] = CsvLog(
                 os.path.join(self.args.save_dir, "similarity.csv"), similarity.COLUMNS
