@@ -11,7 +11,8 @@
 #   DATA [libreoffice]  configs/data/DATA.sh or a path      MODEL [small_cpu]   SAMPLING [t5]
 #   ANCHOR [en-fr]      PARTNERS [every other direction of the data config's LANG_PAIRS]
 #   MINUTES  training-time budget per run (unset: the model config's --max-update)
-#   SIMILARITY_INTERVAL [10]   SEED [1]   BEAM [5]   RUNS [runs/figure2b-DATA-MODEL]
+#   SIMILARITY_INTERVAL [10]   GROUP [model] the parameter group whose cosine is plotted
+#   SEED [1]   BEAM [5]   RUNS [runs/figure2b-DATA-MODEL]
 #   TRAIN_ARGS  more fairseq-train options for every run, e.g. "--max-update 1000"
 # The partners' corpora differ in size, so the anchor's share of each batch differs too:
 # compare runs of equal updates, and read the figure with that in mind.
@@ -46,4 +47,5 @@ for partner in $PARTNERS; do
       --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" --out "$dir/bleu"
   fi
 done
-python3 -m fairseq_gradvac.analysis.figures --figure2b "$RUNS" --anchor "$ANCHOR" --out "$RUNS/figures"
+python3 -m fairseq_gradvac.analysis.figures --figure2b "$RUNS" --anchor "$ANCHOR" \
+  --group "${GROUP:-model}" --out "$RUNS/figures"
