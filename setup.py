@@ -18,6 +18,7 @@ setup(
         "sacrebleu>=2.3",
         "sentencepiece",
         "matplotlib",
+        "scipy",
     ],
     extras_require={"test": ["pytest", "torchjd"]},
 )

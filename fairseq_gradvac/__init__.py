@@ -10,7 +10,7 @@ except ImportError:  # the pure-PyTorch engine (surgery/) stays usable
     fairseq = None
 # Importing fairseq sets the root logger to DEBUG (fairseq/models/wav2vec/
 # wav2vec2_classification.py calls logging.basicConfig(level=DEBUG)), which floods our own
-# tools (plot, evaluate) with matplotlib's debug lines: undo it.
+# tools (figures, evaluate) with matplotlib's debug lines: undo it.
 logging.getLogger().setLevel(_root_level)
 
 if fairseq is not None:

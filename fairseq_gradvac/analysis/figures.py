@@ -1,0 +1,498 @@
+"""Part I's figures (the paper's Figures 1, 2a, 2b and 3) from recorded gradient cosines.
+
+    python -m fairseq_gradvac.analysis.figures RUN_OR_PROBE_DIR --out DIR
+    python -m fairseq_gradvac.analysis.figures --figure2b RUNS_DIR --anchor en-fr --out DIR
+
+The first reads the folder's similarity.csv (and direction_losses.csv, when there): Figure 1
+(clustered matrices of mean cosine between xx-en directions and between en-xx directions,
+encoder and decoder, with the within- vs between-family/genus/script statistics), Figure 2a
+(cos(x-en, y-en) against cos(en-x, en-y)), Figure 3 (encoder vs decoder, by layer, by layer
+over updates), the share of conflicting (negative) cosines per layer over updates, and the
+per-direction training losses. The second reads the two-direction runs of
+scripts/figure2b.sh (one folder each, with similarity.csv and bleu.json): the anchor's BLEU
+against its mean cosine with the other direction. Every PNG comes with the CSV of the
+numbers it shows; figures whose data is absent are skipped, with the reason printed.
+"""
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from . import languages
+
+SIDES = {"encoder": "encoder_layers", "decoder": "decoder_layers"}
+KINDS = ("xx-en", "en-xx")
+_LAYER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)$")
+
+
+def read_similarity(path):
+    """{(group, (a, b)): {update: cosine}}, the pair in sorted order; rows without a finite
+    cosine (a direction whose gradient was zero) are left out."""
+    series = defaultdict(dict)
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                cosine = float(row["cosine"])
+            except ValueError:
+                continue
+            if math.isfinite(cosine):
+                series[row["group"], tuple(sorted((row["a"], row["b"])))][int(row["update"])] = cosine
+    return series
+
+
+def direction_kind(direction):
+    src, tgt = direction.split("-")
+    return "xx-en" if tgt == "en" != src else "en-xx" if src == "en" != tgt else None
+
+
+def pair_kind(pair):
+    """"xx-en" or "en-xx" when both directions are, else "other"."""
+    kinds = {direction_kind(d) for d in pair}
+    return kinds.pop() if len(kinds) == 1 and None not in kinds else "other"
+
+
+def language_of(direction):
+    """The non-English side of an xx-en or en-xx direction."""
+    src, tgt = direction.split("-")
+    return src if tgt == "en" else tgt
+
+
+def pair_means(series, group):
+    """{pair: mean cosine over the updates recorded} in one parameter group."""
+    return {pair: float(np.mean(list(v.values()))) for (g, pair), v in series.items() if g == group}
+
+
+def _updates(series, group):
+    return sorted({u for (g, _), v in series.items() if g == group for u in v})
+
+
+def language_matrix(means, kind):
+    """Languages of the ``kind`` directions and their symmetric matrix of mean cosines (1 on
+    the diagonal, NaN for a pair never recorded)."""
+    codes = sorted({language_of(d) for pair in means if pair_kind(pair) == kind for d in pair})
+    matrix = np.full((len(codes), len(codes)), np.nan)
+    np.fill_diagonal(matrix, 1.0)
+    for pair, value in means.items():
+        if pair_kind(pair) == kind:
+            i, j = (codes.index(language_of(d)) for d in pair)
+            matrix[i, j] = matrix[j, i] = value
+    return codes, matrix
+
+
+def cluster(matrix):
+    """Average-linkage tree on the distance 1 - cosine (a pair never recorded counts as
+    cosine 0) and the leaf order it puts the languages in."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    distance = 1.0 - np.nan_to_num(matrix, nan=0.0)
+    np.fill_diagonal(distance, 0.0)
+    tree = linkage(squareform(distance, checks=False), method="average")
+    return tree, leaves_list(tree)
+
+
+def layer_groups(series):
+    """[(side, index, group)] of the per-layer groups recorded (all_layer granularity)."""
+    found = {(m[1], int(m[2]), g) for g, _ in series for m in [_LAYER.match(g)] if m}
+    return sorted(found, key=lambda f: (f[0] != "encoder", f[1]))
+
+
+class Report:
+    """The files written and the figures skipped, with why."""
+
+    def __init__(self, out):
+        self.out, self.written, self.skipped = out, [], []
+        os.makedirs(out, exist_ok=True)
+
+    def path(self, name):
+        self.written.append(name)
+        return os.path.join(self.out, name)
+
+    def csv(self, name, header, rows):
+        with open(self.path(name), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    def png(self, name, fig):
+        fig.tight_layout()
+        fig.savefig(self.path(name), dpi=120)
+        _pyplot().close(fig)
+
+    def skip(self, figure, reason):
+        self.skipped.append((figure, reason))
+
+    def __str__(self):
+        lines = [f"[figures] wrote {os.path.join(self.out, n)}" for n in self.written]
+        return "\n".join(lines + [f"[figures] skipped {f}: {r}" for f, r in self.skipped])
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fmt(value):
+    return f"{value:.6g}" if math.isfinite(value) else ""
+
+
+def figure1(series, report, permutations, seed):
+    """Clustered matrices with their dendrograms; returns the proximity statistics."""
+    statistics = {}
+    for side, group in SIDES.items():
+        means = pair_means(series, group)
+        if not means:
+            report.skip(f"Figure 1 ({side})", f"no '{group}' rows in similarity.csv")
+            continue
+        updates = _updates(series, group)
+        for kind in KINDS:
+            codes, matrix = language_matrix(means, kind)
+            if len(codes) < 2:
+                report.skip(f"Figure 1 ({side}, {kind})", f"fewer than two {kind} directions")
+                continue
+            tree, order = cluster(matrix)
+            codes, matrix = [codes[i] for i in order], matrix[np.ix_(order, order)]
+            name = f"fig1_{side}_{kind}"
+            report.csv(name + ".csv", ["language"] + codes,
+                       [[c] + [_fmt(v) for v in row] for c, row in zip(codes, matrix)])
+            _clustered_heatmap(report, name + ".png", tree, codes, matrix,
+                               f"{side} gradient cosine between {kind} directions\nmean over "
+                               f"{len(updates)} recorded updates ({updates[0]}-{updates[-1]})")
+            statistics[f"{side} {kind}"] = {
+                g: languages.proximity_test(matrix, codes, g, permutations, seed)
+                for g in languages.GROUPINGS}
+    if statistics:
+        with open(report.path("fig1_statistics.json"), "w") as f:
+            json.dump(statistics, f, indent=2)
+    return statistics
+
+
+def _clustered_heatmap(report, name, tree, codes, matrix, title):
+    """The matrix (already in the tree's leaf order) under its dendrogram."""
+    from scipy.cluster.hierarchy import dendrogram
+
+    plt = _pyplot()
+    n = len(codes)
+    fig = plt.figure(figsize=(2.5 + 0.45 * n, 3.2 + 0.4 * n))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 4], width_ratios=[20, 1])
+    top, ax, bar = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
+    dendrogram(tree, ax=top, no_labels=True, color_threshold=0, above_threshold_color="k")
+    top.axis("off")
+    top.set_title(title, fontsize=9)
+    diagonal = np.eye(n, dtype=bool)
+    off = matrix[~diagonal]
+    limit = max(float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 0.0, 1e-3)
+    image = ax.imshow(np.ma.masked_where(diagonal | np.isnan(matrix), matrix), aspect="auto",
+                      cmap=plt.get_cmap("RdBu_r").with_extremes(bad="0.85"), vmin=-limit, vmax=limit)
+    ax.set_xticks(range(n), codes, rotation=90)
+    ax.set_yticks(range(n), codes)
+    if n <= 12:
+        for i, j in zip(*np.nonzero(~diagonal & np.isfinite(matrix))):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, cax=bar)
+    report.png(name, fig)
+
+
+def summarize_statistics(statistics):
+    lines = []
+    for name, tests in statistics.items():
+        for grouping, t in tests.items():
+            if t is None:
+                lines.append(f"[figures] {name}, by {grouping}: no within- or no between-group pair")
+            else:
+                lines.append(
+                    f"[figures] {name}, by {grouping}: within {t['within']:.3f} ({t['pairs_within']} pairs) "
+                    f"vs between {t['between']:.3f} ({t['pairs_between']} pairs), one-sided "
+                    f"p = {t['p_value']:.4f} ({t['permutations']} permutations)")
+    return "\n".join(lines)
+
+
+def x_en_vs_en_x(series, group):
+    """[(x, y, cos(x-en, y-en), cos(en-x, en-y))] for the language pairs with both."""
+    means = pair_means(series, group)
+    rows = []
+    for pair, value in means.items():
+        if pair_kind(pair) == "xx-en":
+            x, y = (language_of(d) for d in pair)
+            mirrored = tuple(sorted((f"en-{x}", f"en-{y}")))
+            if mirrored in means:
+                rows.append((*sorted((x, y)), value, means[mirrored]))
+    return sorted(rows)
+
+
+def figure2a(series, report):
+    panels = [(g, x_en_vs_en_x(series, g)) for g in ("model",) + tuple(SIDES.values())]
+    panels = [(g, rows) for g, rows in panels if rows]
+    if not panels:
+        report.skip("Figure 2a", "no language pair with both cos(x-en, y-en) and cos(en-x, en-y)")
+        return
+    report.csv("fig2a_xx-en_vs_en-xx.csv", ["group", "x", "y", "cos_xx_en", "cos_en_xx"],
+               [(g, x, y, _fmt(a), _fmt(b)) for g, rows in panels for x, y, a, b in rows])
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (group, rows) in zip(axes[0], panels):
+        xs, ys = np.array([r[2] for r in rows]), np.array([r[3] for r in rows])
+        low, high = min(xs.min(), ys.min(), 0.0), max(xs.max(), ys.max(), 0.0)
+        ax.plot([low, high], [low, high], color="0.6", lw=1)
+        ax.scatter(xs, ys, s=14)
+        ax.scatter([xs.mean()], [ys.mean()], marker="x", color="red", s=60,
+                   label=f"mean ({xs.mean():.3f}, {ys.mean():.3f})")
+        ax.set_xlabel("cos(x-en, y-en)")
+        ax.set_ylabel("cos(en-x, en-y)")
+        ax.set_title(f"{group}: {len(rows)} language pairs", fontsize=9)
+        ax.legend(fontsize=7)
+    report.png("fig2a_xx-en_vs_en-xx.png", fig)
+
+
+def encoder_vs_decoder(series):
+    """[(side, kind of pair, mean over pairs of the mean over updates, pairs)]."""
+    rows = []
+    for side, group in SIDES.items():
+        means = pair_means(series, group)
+        for kind in KINDS + ("other", "all"):
+            values = [v for p, v in means.items() if kind in ("all", pair_kind(p))]
+            if values:
+                rows.append((side, kind, float(np.mean(values)), len(values)))
+    return rows
+
+
+def by_layer(series):
+    """[(side, layer, kind of pair, mean cosine over pairs and updates, pairs)]."""
+    rows = []
+    for side, index, group in layer_groups(series):
+        means = pair_means(series, group)
+        for kind in ("all",) + KINDS:
+            values = [v for p, v in means.items() if kind in ("all", pair_kind(p))]
+            if values:
+                rows.append((side, index, kind, float(np.mean(values)), len(values)))
+    return rows
+
+
+def layers_over_updates(series):
+    """[(update, side, layer, mean cosine over pairs, share of negative cosines, pairs)]."""
+    rows = []
+    for side, index, group in layer_groups(series):
+        by_update = defaultdict(list)
+        for (g, _), values in series.items():
+            if g == group:
+                for update, cosine in values.items():
+                    by_update[update].append(cosine)
+        for update, cosines in by_update.items():
+            c = np.array(cosines)
+            rows.append((update, side, index, float(c.mean()), float((c < 0).mean()), len(c)))
+    return sorted(rows, key=lambda r: r[0])
+
+
+def figure3(series, report):
+    figure3_sides(series, report)
+    if not layer_groups(series):
+        report.skip("Figure 3 by layer and over updates, conflicts",
+                    "no per-layer groups (record at the all_layer granularity)")
+        return
+    figure3_layers(series, report)
+    figure3_over_updates(series, report)
+
+
+def figure3_sides(series, report):
+    rows = encoder_vs_decoder(series)
+    if not rows:
+        report.skip("Figure 3 encoder vs decoder", "no 'encoder_layers'/'decoder_layers' rows")
+        return
+    plt = _pyplot()
+    report.csv("fig3_encoder_vs_decoder.csv", ["side", "pairs_kind", "mean_cosine", "pairs"],
+                   [(s, k, _fmt(m), n) for s, k, m, n in rows])
+    kinds = [k for k in KINDS + ("other", "all") if any(r[1] == k for r in rows)]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(kinds), 3.5))
+    for offset, side in ((-0.2, "encoder"), (0.2, "decoder")):
+        values = {k: m for s, k, m, _ in rows if s == side}
+        ax.bar([i + offset for i, k in enumerate(kinds) if k in values],
+               [values[k] for k in kinds if k in values], width=0.4, label=side)
+    ax.set_xticks(range(len(kinds)), [f"{k} pairs" for k in kinds])
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_ylabel("mean gradient cosine")
+    ax.set_title("encoder vs decoder (mean over pairs and updates)", fontsize=9)
+    ax.legend(fontsize=7)
+    report.png("fig3_encoder_vs_decoder.png", fig)
+
+
+def figure3_layers(series, report):
+    plt = _pyplot()
+    rows = by_layer(series)
+    report.csv("fig3_by_layer.csv", ["side", "layer", "pairs_kind", "mean_cosine", "pairs"],
+               [(s, i, k, _fmt(m), n) for s, i, k, m, n in rows])
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    styles = {"all": "-o", "xx-en": "--s", "en-xx": ":^"}
+    for side, kind in dict.fromkeys((r[0], r[2]) for r in rows):
+        points = [(i, m) for s, i, k, m, _ in rows if (s, k) == (side, kind)]
+        ax.plot(*zip(*points), styles[kind], color="C0" if side == "encoder" else "C1", label=f"{side}, {kind} pairs")
+    ax.set_xticks(sorted({r[1] for r in rows}))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mean gradient cosine")
+    ax.set_title("by layer (mean over pairs and updates)", fontsize=9)
+    ax.legend(fontsize=7)
+    report.png("fig3_by_layer.png", fig)
+
+
+def figure3_over_updates(series, report):
+    """Per layer over updates: the mean cosine, and the share of conflicting pairs."""
+    rows = layers_over_updates(series)
+    updates = sorted({r[0] for r in rows})
+    if len(updates) < 2:
+        report.skip("Figure 3 over updates, conflicts", f"only update {updates[0]} recorded")
+        return
+    report.csv("fig3_layers_over_updates.csv",
+               ["update", "side", "layer", "mean_cosine", "negative_share", "pairs"],
+               [(u, s, i, _fmt(m), _fmt(neg), n) for u, s, i, m, neg, n in rows])
+    plt = _pyplot()
+    layers = list(dict.fromkeys((r[1], r[2]) for r in rows))
+    for column, name, title, cmap in ((3, "fig3_layers_over_updates", "mean gradient cosine", "RdBu_r"),
+                                      (4, "conflicts_over_updates", "share of negative cosines", "Reds")):
+        grid = np.full((len(layers), len(updates)), np.nan)
+        for r in rows:
+            grid[layers.index((r[1], r[2])), updates.index(r[0])] = r[column]
+        limit = max(float(np.nanmax(np.abs(grid))), 1e-3)
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(layers)))
+        image = ax.imshow(grid, aspect="auto", cmap=cmap, interpolation="nearest",
+                          vmin=-limit if column == 3 else 0, vmax=limit if column == 3 else 1,
+                          extent=(-0.5, len(updates) - 0.5, len(layers) - 0.5, -0.5))
+        ticks = np.linspace(0, len(updates) - 1, min(len(updates), 8)).round().astype(int)
+        ax.set_xticks(ticks, [updates[t] for t in ticks])
+        ax.set_yticks(range(len(layers)), [f"{s} {i}" for s, i in layers])
+        ax.set_xlabel("update")
+        ax.set_title(f"{title} per layer (over the {len(set(p for _, p in series))} direction pairs)",
+                     fontsize=9)
+        fig.colorbar(image, ax=ax)
+        report.png(name + ".png", fig)
+
+
+def losses(path, report):
+    """Per-direction training loss, a running mean over 1/50 of the updates recorded."""
+    curves = defaultdict(list)
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            curves[row["direction"]].append((int(row["update"]), float(row["loss"])))
+    if not curves:
+        report.skip("losses", f"{path} has no rows")
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rows = []
+    for direction, points in sorted(curves.items()):
+        points.sort()
+        window = max(1, len(points) // 50)
+        smooth = np.convolve([l for _, l in points], np.ones(window) / window, mode="valid")
+        updates = [u for u, _ in points][window - 1:]
+        rows += [(u, direction, _fmt(l)) for u, l in zip(updates, smooth)]
+        ax.plot(updates, smooth, label=direction, lw=1)
+    report.csv("losses.csv", ["update", "direction", "loss_running_mean"], rows)
+    ax.set_xlabel("update")
+    ax.set_ylabel("training loss (bits per token)")
+    ax.set_title("per-direction training loss (running mean)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    report.png("losses.png", fig)
+
+
+def draw(path, out, permutations=10000, seed=0):
+    """Every figure of one run or probe folder (or its similarity.csv)."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    similarity = path if not os.path.isdir(path) else os.path.join(folder, "similarity.csv")
+    report = Report(out)
+    if os.path.exists(similarity):
+        series = read_similarity(similarity)
+        print(summarize_statistics(figure1(series, report, permutations, seed)))
+        figure2a(series, report)
+        figure3(series, report)
+    else:
+        report.skip("Figures 1, 2a, 3, conflicts", f"no {similarity} (train with --similarity-interval)")
+    loss_path = os.path.join(folder, "direction_losses.csv")
+    if os.path.exists(loss_path):
+        losses(loss_path, report)
+    else:
+        report.skip("losses", f"no {loss_path}")
+    return report
+
+
+def figure2b_rows(runs_dir, anchor, group):
+    """[(partner, mean cosine of anchor and partner over updates, updates, anchor BLEU)] of
+    the two-direction runs (folders with a train.log) under runs_dir, and [(run, why it was
+    left out)]."""
+    rows, left_out = [], []
+    for log in sorted(glob.glob(os.path.join(runs_dir, "*", "train.log"))):
+        run = os.path.dirname(log)
+        name = os.path.basename(run)
+        similarity, bleu = os.path.join(run, "similarity.csv"), os.path.join(run, "bleu.json")
+        if not (os.path.exists(similarity) and os.path.exists(bleu)):
+            left_out.append((name, "no similarity.csv or bleu.json yet"))
+            continue
+        series = read_similarity(similarity)
+        pairs = [p for g, p in series if g == group and anchor in p]
+        with open(bleu) as f:
+            scores = json.load(f)["directions"]
+        if len(pairs) != 1 or anchor not in scores:
+            left_out.append((name, f"not one pair with {anchor} in group '{group}' and its BLEU"))
+            continue
+        values = list(series[group, pairs[0]].values())
+        partner = next(d for d in pairs[0] if d != anchor)
+        rows.append((partner, float(np.mean(values)), len(values), scores[anchor]["bleu"]))
+    return rows, left_out
+
+
+def figure2b(runs_dir, out, anchor, group):
+    report = Report(out)
+    rows, left_out = figure2b_rows(runs_dir, anchor, group)
+    for name, reason in left_out:
+        report.skip(f"Figure 2b run {name}", reason)
+    if not rows:
+        report.skip("Figure 2b", f"no finished run under {runs_dir}")
+        return report
+    report.csv("fig2b_bleu_vs_similarity.csv", ["partner", "mean_cosine", "updates", f"bleu_{anchor}"],
+               [(p, _fmt(c), n, b) for p, c, n, b in rows])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    xs, ys = [r[1] for r in rows], [r[3] for r in rows]
+    ax.scatter(xs, ys)
+    for partner, x, _, y in rows:
+        ax.annotate(partner, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    title = f"{anchor} BLEU vs cos({anchor}, X) in '{group}'"
+    if len(rows) >= 3 and np.std(xs) > 0 and np.std(ys) > 0:
+        title += f"\nPearson r = {np.corrcoef(xs, ys)[0, 1]:.2f} over {len(rows)} runs"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(f"mean gradient cosine of {anchor} with X")
+    ax.set_ylabel(f"{anchor} BLEU")
+    report.png("fig2b_bleu_vs_similarity.png", fig)
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="a run or probe folder, or its similarity.csv; with --figure2b the "
+                                "folder of scripts/figure2b.sh's runs")
+    p.add_argument("--out", help="output folder (default: PATH's folder/figures)")
+    p.add_argument("--figure2b", action="store_true", help="draw Figure 2b from a folder of runs")
+    p.add_argument("--anchor", default="en-fr", help="Figure 2b: the direction whose BLEU is plotted")
+    p.add_argument("--group", default="model", help="Figure 2b: the parameter group of the cosine")
+    p.add_argument("--permutations", type=int, default=10000, help="of the proximity tests")
+    p.add_argument("--seed", type=int, default=0, help="of the proximity tests")
+    a = p.parse_args(argv)
+    out = a.out or os.path.join(a.path if os.path.isdir(a.path) else os.path.dirname(a.path), "figures")
+    if a.figure2b:
+        report = figure2b(a.path, out, a.anchor, a.group)
+    elif os.path.exists(a.path):
+        report = draw(a.path, out, a.permutations, a.seed)
+    else:
+        raise SystemExit(f"no such file or folder: {a.path}")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

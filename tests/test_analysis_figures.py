@@ -1,0 +1,249 @@
+"""Part I's figures and statistics from similarity.csv files written here with planted
+structure: the numbers behind each figure against means computed from the rows by hand."""
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from fairseq_gradvac.analysis import figures, languages
+from fairseq_runs import ROOT
+
+GENERA = {"fr": "R", "es": "R", "it": "R", "pt": "R", "de": "G", "nl": "G", "sv": "G", "da": "G",
+          "cs": "S", "pl": "S", "ru": "S"}
+LAYER_GROUPS = ["embeddings", "encoder.layers.0", "encoder.layers.1", "decoder.layers.0",
+                "decoder.layers.1", "other"]
+HEADER = "update,a,b,group,cosine,norm_a,norm_b,ntokens_a,ntokens_b"
+
+
+def write_similarity(path, rows):
+    with open(path, "w") as f:
+        f.write(HEADER + "\n")
+        for update, a, b, group, cosine in rows:
+            norm = "0" if cosine == "" else "1.5"
+            f.write(f"{update},{a},{b},{group},{cosine},{norm},2.0,100,120\n")
+
+
+def planted_rows(seed=0, updates=(1, 11, 21, 31)):
+    """xx-en and en-xx directions of three genera: within a genus the cosine is high (more
+    so for xx-en), across genera low, mixed pairs slightly negative; a few NaN/empty rows."""
+    rng = random.Random(seed)
+    directions = [f"{x}-en" for x in GENERA] + [f"en-{x}" for x in GENERA]
+    rows = []
+    for update in updates:
+        for i, a in enumerate(directions):
+            for b in directions[i + 1:]:
+                kind = figures.pair_kind((a, b))
+                same = GENERA[figures.language_of(a)] == GENERA[figures.language_of(b)]
+                base = {"xx-en": 0.1 + 0.5 * same, "en-xx": 0.3 * same}.get(kind, -0.05)
+                for group in LAYER_GROUPS + ["model", "encoder_layers", "decoder_layers"]:
+                    shift = -0.1 * update / 31 if group == "decoder.layers.1" else 0.0
+                    value = base + shift + rng.uniform(-0.05, 0.05)
+                    draw = rng.random()
+                    cosine = "" if draw < 0.01 else "nan" if draw < 0.02 else f"{value:.6f}"
+                    rows.append((update, a, b, group, cosine))
+    return rows
+
+
+def hand_means(rows, group):
+    """{sorted pair: mean of the finite cosines} of one group."""
+    values = defaultdict(list)
+    for _, a, b, g, cosine in rows:
+        if g == group and cosine not in ("", "nan"):
+            values[tuple(sorted((a, b)))].append(float(cosine))
+    return {pair: sum(v) / len(v) for pair, v in values.items()}
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    rows = planted_rows()
+    write_similarity(root / "similarity.csv", rows)
+    with open(root / "direction_losses.csv", "w") as f:
+        f.write("update,direction,loss,ntokens\n")
+        for update in range(1, 201):
+            for direction in ("fr-en", "en-fr"):
+                f.write(f"{update},{direction},{10 - update / 50},300\n")
+    report = figures.draw(str(root), str(root / "figures"), permutations=2000)
+    return root, rows, report
+
+
+def test_every_figure_is_written_with_its_csv(run):
+    root, _, report = run
+    expected = {f"fig1_{side}_{kind}.{ext}" for side in ("encoder", "decoder")
+                for kind in ("xx-en", "en-xx") for ext in ("png", "csv")}
+    expected |= {"fig1_statistics.json", "losses.png", "losses.csv", "conflicts_over_updates.png"}
+    expected |= {f"{name}.{ext}" for name in ("fig2a_xx-en_vs_en-xx", "fig3_encoder_vs_decoder",
+                                              "fig3_by_layer", "fig3_layers_over_updates")
+                 for ext in ("png", "csv")}
+    assert set(os.listdir(root / "figures")) == expected and report.skipped == []
+    for name in expected:
+        if name.endswith(".png"):
+            assert (root / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("side,kind", [("encoder", "xx-en"), ("decoder", "en-xx")])
+def test_figure1_is_the_mean_over_updates_clustered_by_planted_genus(run, side, kind):
+    root, rows, _ = run
+    table = read_csv(root / "figures" / f"fig1_{side}_{kind}.csv")
+    codes = table[0][1:]
+    assert [r[0] for r in table[1:]] == codes and sorted(codes) == sorted(GENERA)
+    means = hand_means(rows, figures.SIDES[side])
+    name = (lambda x: f"{x}-en") if kind == "xx-en" else (lambda x: f"en-{x}")
+    for i, x in enumerate(codes):
+        for j, y in enumerate(codes):
+            expected = 1.0 if x == y else means[tuple(sorted((name(x), name(y))))]
+            assert float(table[i + 1][j + 1]) == pytest.approx(expected, abs=1e-5)
+    genera = [GENERA[c] for c in codes]  # each genus one contiguous block in the leaf order
+    assert sum(a != b for a, b in zip(genera, genera[1:])) == 2
+
+
+def test_figure1_statistics_find_the_planted_genera(run):
+    root, _, _ = run
+    stats = json.loads((root / "figures" / "fig1_statistics.json").read_text())
+    assert sorted(stats) == ["decoder en-xx", "decoder xx-en", "encoder en-xx", "encoder xx-en"]
+    genus = stats["encoder xx-en"]["genus"]
+    assert genus["within"] == pytest.approx(0.6, abs=0.02) and genus["between"] == pytest.approx(0.1, abs=0.02)
+    assert genus["pairs_within"] == 6 + 6 + 3 and genus["pairs_between"] == 55 - 15
+    assert genus["p_value"] < 0.005 and genus["permutations"] == 2000
+    assert stats["encoder xx-en"]["family"] is None  # all Indo-European: no between pair
+    assert set(stats["encoder xx-en"]["script"]) >= {"within", "between", "p_value"}
+
+
+def test_figure2a_pairs_each_xx_en_cosine_with_its_en_xx_mirror(run):
+    root, rows, _ = run
+    table = read_csv(root / "figures" / "fig2a_xx-en_vs_en-xx.csv")
+    assert table[0] == ["group", "x", "y", "cos_xx_en", "cos_en_xx"] and len(table) == 1 + 3 * 55
+    for group, x, y, xx_en, en_xx in table[1:]:
+        means = hand_means(rows, group)
+        assert float(xx_en) == pytest.approx(means[tuple(sorted((f"{x}-en", f"{y}-en")))], abs=1e-5)
+        assert float(en_xx) == pytest.approx(means[tuple(sorted((f"en-{x}", f"en-{y}")))], abs=1e-5)
+
+
+def test_figure3_encoder_decoder_layers_and_conflicts(run):
+    root, rows, _ = run
+    sides = {(s, k): (float(m), int(n)) for s, k, m, n in read_csv(root / "figures" / "fig3_encoder_vs_decoder.csv")[1:]}
+    means = hand_means(rows, "encoder_layers")
+    xx_en = [v for p, v in means.items() if figures.pair_kind(p) == "xx-en"]
+    assert sides["encoder", "xx-en"] == (pytest.approx(np.mean(xx_en), abs=1e-5), 55)
+    assert sides["decoder", "all"][1] == 231 and sides["decoder", "other"][1] == 121
+    layers = {(s, int(i), k): float(m) for s, i, k, m, _ in read_csv(root / "figures" / "fig3_by_layer.csv")[1:]}
+    assert sorted({(s, i) for s, i, _ in layers}) == [("decoder", 0), ("decoder", 1), ("encoder", 0), ("encoder", 1)]
+    assert layers["decoder", 1, "all"] == pytest.approx(np.mean(list(hand_means(rows, "decoder.layers.1").values())), abs=1e-5)
+    over = {(int(u), s, int(i)): (float(m), float(neg), int(n))
+            for u, s, i, m, neg, n in read_csv(root / "figures" / "fig3_layers_over_updates.csv")[1:]}
+    cosines = [float(c) for u, _, _, g, c in rows if u == 31 and g == "decoder.layers.1" and c not in ("", "nan")]
+    assert over[31, "decoder", 1] == (pytest.approx(np.mean(cosines)), pytest.approx(np.mean(np.array(cosines) < 0)),
+                                      len(cosines))
+    assert over[31, "decoder", 1][1] > over[1, "decoder", 1][1]  # the planted drift into conflict
+
+
+def test_losses_are_a_running_mean_per_direction(run):
+    root, _, _ = run
+    table = read_csv(root / "figures" / "losses.csv")
+    fr_en = [(int(u), float(l)) for u, d, l in table[1:] if d == "fr-en"]
+    assert fr_en[0] == (4, pytest.approx(10 - 2.5 / 50))  # window of 200 // 50 = 4 updates
+    assert len(fr_en) == 197
+
+
+def test_proximity_test_on_random_and_reversed_structure():
+    codes = list(GENERA)
+    rng = np.random.default_rng(1)
+    noise = rng.uniform(-1, 1, (11, 11))
+    random_matrix = (noise + noise.T) / 2
+    result = languages.proximity_test(random_matrix, codes, "genus", permutations=2000)
+    assert result["p_value"] > 0.05
+    same = np.array([[GENERA[a] == GENERA[b] for b in codes] for a in codes])
+    reversed_matrix = np.where(same, 0.1, 0.6) + random_matrix / 20  # related languages disagree
+    assert languages.proximity_test(reversed_matrix, codes, "genus", permutations=2000)["p_value"] > 0.95
+    planted = np.where(same, 0.6, 0.1) + random_matrix / 20
+    result = languages.proximity_test(np.pad(planted, (0, 1), constant_values=np.nan), codes + ["xx"], "genus")
+    assert result["p_value"] < 0.001 and result["not_in_table"] == ["xx"] and result["languages"] == codes
+    assert languages.proximity_test(planted[:3, :3], ["fr", "de", "cs"], "genus") is None
+
+
+def test_language_table_covers_the_corpus_languages():
+    corpus = "en ca cs da de el es et eu fi fr gl hi hu id it ja ko nl pl pt ru sk sl sv tr vi zh_cn zh_tw"
+    assert all(languages.group_of(c, g) for c in corpus.split() for g in languages.GROUPINGS)
+    assert languages.group_of("hi", "script") == "Devanagari" and languages.group_of("xx", "genus") is None
+
+
+def test_a_probe_of_one_update_says_what_it_skipped(tmp_path):
+    """whole_model recording, xx-en only, one checkpoint, no losses: Figure 1 (xx-en) and
+    encoder vs decoder; everything else skipped with its reason (and no debug flood)."""
+    rows = [(500, a, b, g, c) for a, b, c in (("fr-en", "de-en", 0.3), ("fr-en", "hi-en", 0.1),
+                                              ("de-en", "hi-en", 0.2))
+            for g in ("model", "encoder_layers", "decoder_layers")]
+    write_similarity(tmp_path / "similarity.csv", rows)
+    proc = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.figures",
+                           str(tmp_path / "similarity.csv"), "--permutations", "100"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DEBUG" not in proc.stderr
+    written = sorted(os.listdir(tmp_path / "figures"))
+    assert written == sorted(["fig1_encoder_xx-en.png", "fig1_encoder_xx-en.csv", "fig1_decoder_xx-en.png",
+                              "fig1_decoder_xx-en.csv", "fig1_statistics.json", "fig3_encoder_vs_decoder.png",
+                              "fig3_encoder_vs_decoder.csv"])
+    for line in ("skipped Figure 1 (encoder, en-xx): fewer than two en-xx directions",
+                 "skipped Figure 2a: no language pair with both",
+                 "skipped Figure 3 by layer and over updates, conflicts: no per-layer groups",
+                 "skipped losses: no "):
+        assert line in proc.stdout
+    assert "encoder xx-en, by script: within 0.300 (1 pairs) vs between 0.150 (2 pairs)" in proc.stdout
+
+
+def test_figure2b_reads_each_runs_cosine_and_bleu(tmp_path):
+    for partner, cosines, bleu in (("en-cs", (0.2, 0.4), 20.5), ("fr-en", (0.1, 0.0), 18.0),
+                                   ("en-hi", (-0.1, float("nan")), 17.25)):
+        run = tmp_path / partner
+        run.mkdir()
+        (run / "train.log").write_text("")
+        pair = sorted(("en-fr", partner))
+        write_similarity(run / "similarity.csv",
+                         [(u, *pair, g, "" if c != c else c) for u, c in zip((10, 20), cosines)
+                          for g in ("model", "encoder_layers")])
+        (run / "bleu.json").write_text(json.dumps({"directions": {"en-fr": {"bleu": bleu}}}))
+    (tmp_path / "en-tr").mkdir()  # still training
+    (tmp_path / "en-tr" / "train.log").write_text("")
+    report = figures.figure2b(str(tmp_path), str(tmp_path / "out"), "en-fr", "model")
+    table = read_csv(tmp_path / "out" / "fig2b_bleu_vs_similarity.csv")
+    assert table == [["partner", "mean_cosine", "updates", "bleu_en-fr"], ["en-cs", "0.3", "2", "20.5"],
+                     ["en-hi", "-0.1", "1", "17.25"], ["fr-en", "0.05", "2", "18.0"]]
+    assert report.skipped == [("Figure 2b run en-tr", "no similarity.csv or bleu.json yet")]
+    assert (tmp_path / "out" / "fig2b_bleu_vs_similarity.png").exists()
+
+
+def _task_has_similarity_interval():
+    proc = subprocess.run(["fairseq-train", "--user-dir", os.path.join(ROOT, "fairseq_gradvac"),
+                           "--task", "multilingual_gradvac", "-h"], capture_output=True, text=True, cwd=ROOT)
+    return "--similarity-interval" in proc.stdout
+
+
+def test_figure2b_script_trains_evaluates_and_draws(tmp_path):
+    if not _task_has_similarity_interval():
+        pytest.skip("the task has no --similarity-interval yet (recording of similarity.csv)")
+    import tiny_corpus
+
+    corpus = tiny_corpus.build(str(tmp_path / "tiny"))
+    config = tmp_path / "tiny.sh"
+    config.write_text(f"DATA_BIN={corpus['bin']}\nLANG_DICT={corpus['lang_dict']}\nRAW={corpus['raw']}\n"
+                      "POST_PROCESS=\nLANG_PAIRS=en-fr,en-cs,fr-en,cs-en\nPREPARE=false\n")
+    env = dict(os.environ, DATA=str(config), MINUTES="0.05", SIMILARITY_INTERVAL="1", BEAM="1",
+               PARTNERS="en-cs fr-en", RUNS=str(tmp_path / "runs"))
+    script = os.path.join(ROOT, "scripts", "figure2b.sh")
+    proc = subprocess.run(["bash", script], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    table = read_csv(tmp_path / "runs" / "figures" / "fig2b_bleu_vs_similarity.csv")
+    assert [r[0] for r in table[1:]] == ["en-cs", "fr-en"] and all(-1 <= float(r[1]) <= 1 for r in table[1:])
+    again = subprocess.run(["bash", script], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and "[train]" not in again.stdout and "[evaluate]" not in again.stdout
