@@ -51,7 +51,8 @@ mkdir -p "$SAVE"
 if [ -n "${FOREGROUND:-}" ]; then
   exec "${TRAIN[@]}"
 fi
-setsid nohup "${TRAIN[@]}" >> "$SAVE/launch.log" 2>&1 < /dev/null &
+# fairseq's output goes to SAVE/train.log (train.sh tees it); errors before that land here
+setsid nohup "${TRAIN[@]}" > /dev/null 2>> "$SAVE/launch.log" < /dev/null &
 echo $! > "$SAVE/train.pid"
 echo "[part1] training $PART1_DIRECTION in the background (pid $!, $MINUTES minutes in all):"
 echo "        tail -f $SAVE/train.log; checkpoints every $SAVE_EVERY updates in $SAVE"
