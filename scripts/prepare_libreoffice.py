@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Prepare a real multi-way parallel corpus for fairseq: LibreOffice's offline help
-(and optionally its interface strings), English <-> fr, cs, tr, hi.
+(and optionally its interface strings), English <-> fr, cs, tr, hi by default, or any of
+the ~30 languages Debian ships LibreOffice's help in (--langs; see DEBIAN_HELP_PACKAGES).
 
 Two commands:
 
   prepare_libreoffice.py [libreoffice] [options]
-      Fetch the Debian packages libreoffice-help-{en-us,fr,cs,tr,hi} and, for extra
-      TRAINING rows, libreoffice-l10n-{--l10n languages; default hi} with `apt-get
-      download`, unpack them with `dpkg-deb -x` (nothing is installed; cached in
+      Fetch the Debian packages libreoffice-help-{en-us,--langs; default fr,cs,tr,hi}
+      and, for extra TRAINING rows, libreoffice-l10n-{--l10n languages; default hi} with
+      `apt-get download`, unpack them with `dpkg-deb -x` (nothing is installed; cached in
       --cache-dir), align paragraphs across languages by (html path, element id), clean
       and deduplicate, hold out multi-way valid/test rows FIRST (from rows translated in
       every language), remove every training row that shares a text with a held-out row
       in any language, write the raw text, then run the `encode` step below.
+      Language codes are the package suffixes with '_' for '-' (zh-cn -> zh_cn), since
+      fairseq splits directions on '-'.
       `--packages-dir DIR` uses an already extracted tree instead
       (DIR/usr/share/libreoffice/help/<lang>/..., DIR/usr/lib/libreoffice/program/
       resource/<lang>/LC_MESSAGES/*.mo); its content is not part of the cache stamp
@@ -27,9 +30,11 @@ Two commands:
 Output layout (read by fairseq's translation_multi_simple_epoch task):
 
   OUT/raw/{split}.{a}-{b}.{lang}   plain (detokenized) text, one pair of files per
-                                   unordered pair; a-b in the order en fr cs tr hi.
+                                   unordered pair; a-b in the order en fr cs tr hi (then
+                                   the other languages alphabetically: ALL_LANGS).
                                    train: en-{fr,cs,tr,hi}; valid/test: those plus the
-                                   zero-shot pairs fr-cs fr-tr fr-hi cs-tr cs-hi tr-hi.
+                                   zero-shot pairs fr-cs fr-tr fr-hi cs-tr cs-hi tr-hi
+                                   (only the en-xx ones with --heldout-pairs english).
   OUT/tok/{split}.{a}-{b}.{lang}   the same, as sentencepiece pieces
   OUT/bin/{split}.{a}-{b}.{lang}.{bin,idx}, OUT/bin/dict.{lang}.txt (identical for all)
   OUT/spm.model, OUT/spm.vocab     the joint sentencepiece model
@@ -63,9 +68,21 @@ from multiprocessing import Pool
 from pathlib import Path
 
 SCRIPT_VERSION = 3  # bump when the output for the same options changes
-ALL_LANGS = ("fr", "cs", "tr", "hi")  # canonical order; English is the pivot
+DEFAULT_LANGS = ("fr", "cs", "tr", "hi")  # the paper's Table 1 languages; English is the pivot
+# Debian (bookworm) ships libreoffice-help-<package> for these besides en-us, the English
+# pivot. A language's code here (and in fairseq: file names, --lang-pairs, --lang-dict) is
+# the package suffix with '-' -> '_' (zh-cn -> zh_cn), because fairseq splits a direction
+# such as zh_cn-en on '-'. Not every package carries help of its own: -sk is a link to the
+# Czech help (refused below), and dz, km, om are only partly translated.
+DEBIAN_HELP_PACKAGES = ("ca", "cs", "da", "de", "dz", "el", "en-gb", "es", "et", "eu", "fi",
+                        "fr", "gl", "hi", "hu", "id", "it", "ja", "km", "ko", "nl", "om", "pl",
+                        "pt", "pt-br", "ru", "sk", "sl", "sv", "tr", "vi", "zh-cn", "zh-tw")
+# canonical order (language-dictionary order, a-b in file names): the default four first,
+# as they always were, then the others alphabetically
+ALL_LANGS = DEFAULT_LANGS + tuple(sorted(
+    set(p.replace("-", "_") for p in DEBIAN_HELP_PACKAGES) - set(DEFAULT_LANGS)))
 SPLITS = ("train", "valid", "test")
-HELP_LANG_DIR = {"en": "en-US"}  # package/directory name when it differs from the code
+HELDOUT_PAIRS = ("all", "english")
 HELP_SUBDIR = Path("usr/share/libreoffice/help")
 L10N_SUBDIR = Path("usr/lib/libreoffice/program/resource")
 
@@ -189,11 +206,29 @@ def _parse_job(job):
     return lang, rel, parse_help_file(path)
 
 
+def package_name(code):
+    """Debian package suffix of a language code: zh_cn -> zh-cn, en -> en-us."""
+    return "en-us" if code == "en" else code.replace("_", "-")
+
+
+def lang_dir(code):
+    """The language's directory name inside the packages (help and l10n resources):
+    en -> en-US, zh_cn -> zh-CN, pt_br -> pt-BR, fr -> fr."""
+    if code == "en":
+        return "en-US"
+    base, _, region = code.partition("_")
+    return base + ("-" + region.upper() if region else "")
+
+
 def read_help(help_root, langs, workers):
     """{lang: {(relpath, key): text}} for 'en' + langs; pages listed from the English tree."""
     help_root = Path(help_root)
-    dirs = {l: help_root / HELP_LANG_DIR.get(l, l) for l in ["en"] + langs}
+    dirs = {l: help_root / lang_dir(l) for l in ["en"] + langs}
     for l, d in dirs.items():
+        if d.is_symlink():  # Debian's libreoffice-help-sk: sk -> cs
+            raise SystemExit("the help tree for %s is a link to %s (%s): the package carries "
+                             "no help of its own in that language; leave %s out" % (
+                                 l, os.readlink(d), d, l))
         if not d.is_dir():
             raise SystemExit("no help tree for %s: %s" % (l, d))
     rels = sorted(str(p.relative_to(dirs["en"])) for p in dirs["en"].rglob("*.html"))
@@ -237,7 +272,7 @@ def read_l10n(resource_root, langs):
     resource_root = Path(resource_root)
     texts = {l: {} for l in ["en"] + langs}
     for lang in langs:
-        d = resource_root / lang / "LC_MESSAGES"
+        d = resource_root / lang_dir(lang) / "LC_MESSAGES"
         if not d.is_dir():
             raise SystemExit("no l10n catalogues for %s: %s" % (lang, d))
         for mo in sorted(d.glob("*.mo")):
@@ -374,17 +409,25 @@ def write_lines(path, lines):
             f.write(line + "\n")
 
 
-def write_raw(raw_dir, langs, train, valid, test):
+def heldout_pair_names(langs, heldout_pairs="all"):
+    """The (a, b) pairs that get valid/test files: every pair of 'en' + langs (in that
+    order), or with 'english' only the en-xx ones. The rows are the same multi-way rows
+    either way."""
     order = ["en"] + langs
+    if heldout_pairs == "english":
+        return [("en", l) for l in langs]
+    return [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
+
+
+def write_raw(raw_dir, langs, train, valid, test, heldout_pairs="all"):
     raw_dir.mkdir(parents=True, exist_ok=True)
     for l, prs in train.items():
         write_lines(raw_dir / ("train.en-%s.en" % l), [p[0] for p in prs])
         write_lines(raw_dir / ("train.en-%s.%s" % (l, l)), [p[1] for p in prs])
     for split, rows in (("valid", valid), ("test", test)):
-        for i, a in enumerate(order):
-            for b in order[i + 1:]:
-                for l in (a, b):
-                    write_lines(raw_dir / ("%s.%s-%s.%s" % (split, a, b, l)), [r[l] for r in rows])
+        for a, b in heldout_pair_names(langs, heldout_pairs):
+            for l in (a, b):
+                write_lines(raw_dir / ("%s.%s-%s.%s" % (split, a, b, l)), [r[l] for r in rows])
 
 
 # --------------------------------------------------------------------------------------
@@ -397,8 +440,8 @@ def fetch_packages(cache_dir, langs, l10n_langs):
     deb_dir = cache_dir / "debs"
     root = cache_dir / "root"
     deb_dir.mkdir(parents=True, exist_ok=True)
-    wanted = ["libreoffice-help-en-us"] + ["libreoffice-help-%s" % l for l in langs]
-    wanted += ["libreoffice-l10n-%s" % l for l in l10n_langs]
+    wanted = ["libreoffice-help-%s" % package_name(l) for l in ["en"] + langs]
+    wanted += ["libreoffice-l10n-%s" % package_name(l) for l in l10n_langs]
     debs = []
     for pkg in wanted:
         found = sorted(deb_dir.glob(pkg + "_*.deb"))
@@ -671,8 +714,19 @@ def sizes_table(sizes):
 # --------------------------------------------------------------------------------------
 
 def parse_langs(s):
-    langs = [l.strip() for l in s.split(",") if l.strip()]
+    """Comma list -> language codes; a Debian package suffix (zh-cn) is accepted for its
+    code (zh_cn)."""
+    langs = [l.strip().lower().replace("-", "_") for l in s.split(",") if l.strip()]
     return langs
+
+
+def check_langs(ap, option, langs):
+    """Unknown languages -> a usage error naming the available ones."""
+    bad = [l for l in langs if l not in ALL_LANGS]
+    if bad:
+        ap.error("%s: unknown language%s %s; available (Debian's libreoffice-help-* "
+                 "packages, as codes): %s" % (option, "s" if len(bad) > 1 else "",
+                                               ",".join(bad), ",".join(ALL_LANGS)))
 
 
 def _stamp_matches(out_dir, stamp):
@@ -713,9 +767,20 @@ def main_libreoffice(argv):
         prog="prepare_libreoffice.py",
         description="LibreOffice help (+ UI strings) -> multi-way fairseq data (see module doc)")
     ap.add_argument("--out", default="data/libreoffice", help="output directory")
-    ap.add_argument("--langs", default=",".join(ALL_LANGS),
-                    help="non-English languages, subset of %s; valid/test rows are drawn "
-                         "from rows translated in all of them" % ",".join(ALL_LANGS))
+    ap.add_argument("--langs", default=",".join(DEFAULT_LANGS),
+                    help="non-English languages (default %%(default)s): any of Debian's "
+                         "libreoffice-help-* packages, %s. A package with a region "
+                         "is named by its code with '_' for '-' (zh-cn -> zh_cn: fairseq "
+                         "splits directions on '-'); either spelling is accepted here, "
+                         "files and langs.txt use the code. Written in the order %s. "
+                         "valid/test rows are drawn from rows translated in ALL of them "
+                         "(the more languages, the fewer such rows)" % (
+                             ",".join(DEBIAN_HELP_PACKAGES), ",".join(ALL_LANGS)))
+    ap.add_argument("--heldout-pairs", choices=HELDOUT_PAIRS, default="all",
+                    help="which pairs get valid/test files: 'all' (default: en-xx and every "
+                         "xx-yy, for zero-shot directions) or 'english' (only en-xx: with n "
+                         "languages 'all' writes and binarizes n(n+1)/2 pairs). The rows "
+                         "are the same multi-way rows either way")
     ap.add_argument("--cache-dir", default="data/cache/libreoffice",
                     help="where the .deb files are downloaded and unpacked")
     ap.add_argument("--packages-dir", default=None,
@@ -740,14 +805,13 @@ def main_libreoffice(argv):
     args = ap.parse_args(argv)
 
     langs = parse_langs(args.langs)
-    bad = [l for l in langs if l not in ALL_LANGS]
-    if bad or not langs:
-        ap.error("--langs must be a non-empty subset of %s" % ",".join(ALL_LANGS))
+    if not langs:
+        ap.error("--langs: no language given")
+    check_langs(ap, "--langs", langs)
     langs = [l for l in ALL_LANGS if l in langs]
     l10n_arg = args.l10n.strip()
     l10n = langs if l10n_arg == "all" else [] if l10n_arg in ("", "none") else parse_langs(l10n_arg)
-    if any(l not in ALL_LANGS for l in l10n):
-        ap.error("--l10n must be 'all', 'none' or a subset of %s" % ",".join(ALL_LANGS))
+    check_langs(ap, "--l10n", l10n)
     l10n = [l for l in langs if l in l10n]
 
     out_dir = Path(args.out)
@@ -757,6 +821,8 @@ def main_libreoffice(argv):
     for k in ("valid_size", "test_size", "min_words", "max_words", "max_train_per_pair",
               "vocab_size", "spm_max_lines_per_lang", "character_coverage", "seed"):
         stamp[k] = getattr(args, k)
+    if args.heldout_pairs != "all":  # absent by default: stamps of earlier runs stay valid
+        stamp["heldout_pairs"] = args.heldout_pairs
     t0 = time.time()
     if not args.force and _stamp_matches(out_dir, stamp):
         _print_done(out_dir, t0, cached=True)
@@ -787,7 +853,7 @@ def main_libreoffice(argv):
         train_rows += ui_rows
     train = training_pairs(train_rows, langs, heldout, args.max_words, args.max_train_per_pair,
                            args.seed, stats.setdefault("train", {}))
-    write_raw(out_dir / "raw", langs, train, valid, test)
+    write_raw(out_dir / "raw", langs, train, valid, test, args.heldout_pairs)
     log.info("raw text written after %.1fs", time.time() - t0)
 
     stats = {src: dict(c) for src, c in stats.items()}
@@ -806,7 +872,7 @@ def main_encode(argv):
         description="OUT/raw/{split}.{a}-{b}.{lang} -> joint sentencepiece, one shared "
                     "dictionary, fairseq binaries in OUT/bin, OUT/langs.txt, OUT/sizes.json")
     ap.add_argument("--out", required=True, help="directory holding raw/")
-    ap.add_argument("--langs", default=",".join(ALL_LANGS),
+    ap.add_argument("--langs", default=",".join(DEFAULT_LANGS),
                     help="non-English languages in lang-dict order (en comes first)")
     add_encode_args(ap)
     args = ap.parse_args(argv)

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "prepare_libreoffice.py"
 LANGS = ["fr", "cs", "tr", "hi"]
 ORDER = ["en"] + LANGS
-MARK = {"fr": "é", "cs": "ř", "tr": "ş", "hi": "क"}
+MARK = {"fr": "é", "cs": "ř", "tr": "ş", "hi": "क", "da": "ø", "zh_cn": "中"}
 WORDS = ("open the file menu and choose save copy close insert table chart cell row column "
          "page style format text frame image slide sheet formula field list").split()
 
@@ -127,18 +127,21 @@ DUP = "Working with the document navigator"  # the same heading on every page
 DUP2 = "Printing a document on paper"
 
 
-def make_packages(root):
+DIRS = {"en": "en-US", "zh_cn": "zh-CN"}  # as in Debian's packages
+
+
+def make_packages(root, langs=LANGS):
     help_root = root / "usr/share/libreoffice/help"
-    for lang in ORDER:
-        d = help_root / ("en-US" if lang == "en" else lang)
+    for lang in ["en"] + list(langs):
+        d = help_root / DIRS.get(lang, lang)
         for page in range(N_PAGES):
             write_page(d / "text" / "shared" / ("page%d.html" % page), lang, page)
     # one page that exists only in English: no rows from it
     (help_root / "en-US/text/shared/only_en.html").write_text(
         '<html><body><p id="par_lonely">This page was never translated anywhere.</p></body></html>')
     res = root / "usr/lib/libreoffice/program/resource"
-    for lang in LANGS:
-        write_mo(res / lang / "LC_MESSAGES" / "sw.mo", {
+    for lang in langs:
+        write_mo(res / DIRS.get(lang, lang) / "LC_MESSAGES" / "sw.mo", {
             "ctx|label\x04" + "_" + UI_EN: "(_I) " + tr(UI_EN, lang),
             "ctx2\x04Delete $(ARG1) from the list": "$(ARG1) " + tr("Delete", lang),
             "ctx3\x04Ok": tr("Ok", lang),
@@ -149,10 +152,10 @@ def read(path):
     return Path(path).read_text(encoding="utf-8").splitlines()
 
 
-def run(args, timeout=600):
+def run(args, timeout=600, rc=0):
     r = subprocess.run([sys.executable, str(SCRIPT)] + args, cwd=REPO, capture_output=True,
                        text=True, timeout=timeout)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == rc, r.stdout + r.stderr
     return r.stdout + r.stderr
 
 
@@ -322,6 +325,106 @@ def test_binarized_readable_with_fairseq(prepared):
             assert ids[-1] == d.eos()
             assert d.unk() not in ids
             assert sp.decode([d[i] for i in ids[:-1]]) == raw[k]
+
+
+def test_default_stamp_unchanged(prepared):
+    """The stamp of a default run has exactly the keys it had before --heldout-pairs and
+    the other languages existed, so prepared default corpora stay up to date."""
+    stamp = json.loads((prepared["out"] / "stamp.json").read_text())
+    assert sorted(stamp) == sorted([
+        "script_version", "command", "langs", "l10n", "packages_dir", "valid_size",
+        "test_size", "min_words", "max_words", "max_train_per_pair", "vocab_size",
+        "spm_max_lines_per_lang", "character_coverage", "seed"])
+    assert stamp["script_version"] == 3 and stamp["langs"] == LANGS
+
+
+def test_language_codes():
+    assert P.ALL_LANGS[:4] == ("fr", "cs", "tr", "hi")
+    assert len(set(P.ALL_LANGS)) == len(P.ALL_LANGS) == len(P.DEBIAN_HELP_PACKAGES)
+    assert all("-" not in l for l in P.ALL_LANGS)  # fairseq splits directions on '-'
+    assert {"zh_cn", "zh_tw", "pt_br", "en_gb", "ja", "de"} <= set(P.ALL_LANGS)
+    assert P.parse_langs("zh-CN, fr,pt_br") == ["zh_cn", "fr", "pt_br"]
+    assert [P.lang_dir(l) for l in ("en", "fr", "zh_cn", "pt_br")] == ["en-US", "fr", "zh-CN", "pt-BR"]
+    assert [P.package_name(l) for l in ("en", "zh_cn", "de")] == ["en-us", "zh-cn", "de"]
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A tree with more languages: Danish and Simplified Chinese (package zh-cn,
+    directory zh-CN), and sk -> cs as in Debian's libreoffice-help-sk."""
+    base = tmp_path_factory.mktemp("wide")
+    make_packages(base / "pkgs", LANGS + ["da", "zh_cn"])
+    (base / "pkgs/usr/share/libreoffice/help/sk").symlink_to("cs")
+    common = ["--packages-dir", str(base / "pkgs"), "--vocab-size", "200",
+              "--valid-size", str(VALID), "--test-size", str(TEST), "--workers", "1"]
+    return {"base": base, "common": common}
+
+
+def test_hyphenated_language_and_english_heldout_pairs(wide):
+    base, common = wide["base"], wide["common"]
+    eng, full = base / "eng", base / "full"
+    log = run(common + ["--out", str(eng), "--langs", "zh-cn,da,fr", "--l10n", "zh_cn",
+                        "--heldout-pairs", "english"])
+    assert "en-zh_cn" in log
+    langs = ["fr", "da", "zh_cn"]  # canonical order: the default four first, then a-z
+    assert read(eng / "langs.txt") == ["en"] + langs
+    sizes = json.loads((eng / "sizes.json").read_text())
+    en_pairs = ["en-fr", "en-da", "en-zh_cn"]
+    assert sorted(sizes["rows"]["train"]) == sorted(en_pairs)
+    for split, n in (("valid", VALID), ("test", TEST)):
+        assert sorted(sizes["rows"][split]) == sorted(en_pairs)  # no fr-da, fr-zh_cn, ...
+        assert set(sizes["rows"][split].values()) == {n}
+    raw = eng / "raw"
+    assert sorted(f.name for f in raw.iterdir() if not f.name.startswith("train.")) == sorted(
+        "%s.%s.%s" % (s, p, l) for s in ("valid", "test") for p in en_pairs for l in p.split("-"))
+    assert not list((eng / "bin").glob("*.fr-da.*"))
+    for split in ("valid", "test"):  # still multi-way: the same rows in every language
+        en = read(raw / ("%s.en-fr.en" % split))
+        for l in langs:
+            assert read(raw / ("%s.en-%s.en" % (split, l))) == en
+            assert read(raw / ("%s.en-%s.%s" % (split, l, l))) == [tr(e, l) for e in en]
+    # the zh-CN help and l10n trees were read: aligned text, UI string as extra training
+    pairs = set(zip(read(raw / "train.en-zh_cn.en"), read(raw / "train.en-zh_cn.zh_cn")))
+    assert (UI_EN, tr(UI_EN, "zh_cn")) in pairs
+    assert len(pairs) > 2 * N_PAR and all(x == tr(e, "zh_cn") for e, x in pairs)
+    assert not any(UI_EN in x for x in read(raw / "train.en-da.en"))  # l10n only for zh_cn
+    stamp = json.loads((eng / "stamp.json").read_text())
+    assert stamp["langs"] == langs and stamp["heldout_pairs"] == "english"
+
+    # the default, every pair: the same held-out rows, plus the pairs without English
+    run(common + ["--out", str(full), "--langs", "fr,da,zh_cn", "--l10n", "zh-cn"])
+    fsizes = json.loads((full / "sizes.json").read_text())
+    for split in ("valid", "test"):
+        assert sorted(fsizes["rows"][split]) == sorted(en_pairs + ["fr-da", "fr-zh_cn", "da-zh_cn"])
+        for p in en_pairs:
+            for l in p.split("-"):
+                name = "%s.%s.%s" % (split, p, l)
+                assert read(full / "raw" / name) == read(raw / name)
+        assert read(full / "raw" / ("%s.da-zh_cn.zh_cn" % split)) == read(
+            raw / ("%s.en-zh_cn.zh_cn" % split))
+    assert (full / "bin" / "test.da-zh_cn.zh_cn.bin").exists()
+    assert fsizes["rows"]["train"] == sizes["rows"]["train"]
+    assert "heldout_pairs" not in json.loads((full / "stamp.json").read_text())
+    # a changed --heldout-pairs is not taken for the prepared corpus
+    assert "up to date" not in run(common + ["--out", str(full), "--langs", "fr,da,zh_cn",
+                                             "--l10n", "zh_cn", "--heldout-pairs", "english"])
+    assert not (full / "raw" / "test.fr-da.fr").exists()
+
+
+def test_unknown_language_and_linked_help_tree(wide):
+    base, common = wide["base"], wide["common"]
+    out = base / "bad"
+    err = run(common + ["--out", str(out), "--langs", "fr,xx"], rc=2)
+    assert "unknown language xx" in err
+    assert "zh_cn" in err and "pt_br" in err and "fr,cs,tr,hi" in err  # the available ones
+    err = run(common + ["--out", str(out), "--langs", "fr", "--l10n", "fr,klingon"], rc=2)
+    assert "--l10n" in err and "unknown language klingon" in err
+    err = run(common + ["--out", str(out), "--langs", "fr", "--heldout-pairs", "some"], rc=2)
+    assert "--heldout-pairs" in err
+    # Debian's libreoffice-help-sk only links sk -> cs: Czech text labelled Slovak
+    err = run(common + ["--out", str(out), "--langs", "fr,sk"], rc=1)
+    assert "sk is a link to cs" in err
+    assert not (out / "raw").exists()
 
 
 def test_second_run_is_noop(prepared):
