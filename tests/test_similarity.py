@@ -228,3 +228,17 @@ def test_probe_of_a_checkpoint_reproduces_the_training_record(corpus, tmp_path):
             assert float(r["cosine"]) == pytest.approx(float(train_rows[k]["cosine"]), abs=1e-5), k
             assert float(r["norm_a"]) == pytest.approx(float(train_rows[k]["norm_a"]), rel=1e-5)
             assert r["ntokens_a"] == train_rows[k]["ntokens_a"]
+    # --max-sentences N: the first N rows of every direction
+    proc = subprocess.run(
+        [sys.executable, "-m", "fairseq_gradvac.analysis.probe", str(save / "checkpoint2.pt"),
+         "--split", "valid", "--max-sentences", "5", "--out", str(tmp_path / "five"), "--cpu"],
+        capture_output=True, text=True, env=_env(), cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    def target_tokens(lang):  # the first 5 valid sentences in ``lang``, + </s> each
+        with open(os.path.join(corpus["raw"], f"valid.en-fr.{lang}")) as f:
+            return sum(len(line.split()) + 1 for line in f.read().splitlines()[:5])
+
+    five = read_rows(tmp_path / "five" / "similarity.csv")
+    assert {int(r["ntokens_a"]) for r in five if r["a"] == "en-fr"} == {target_tokens("fr")}
+    assert {int(r["ntokens_b"]) for r in five if r["b"] == "fr-en"} == {target_tokens("en")}

@@ -42,12 +42,13 @@ def _checkpoint_order(path):
     return (int(m.group(1)) if m else float("inf"), path)
 
 
-def probe(path, data, split, directions, granularity, max_tokens, dropout, device):
+def probe(path, data, split, directions, granularity, max_tokens, max_sentences, dropout, device):
     """The SimilarityRecord of checkpoint ``path`` on ``split``."""
     import fairseq_gradvac  # noqa: F401  (the task; checkpoints load under torch's weights_only)
     from fairseq import checkpoint_utils
+    from fairseq.data import data_utils
 
-    from ..data.direction_batches import batch_by_direction
+    from ..data.direction_batches import direction_of
     from ..direction_gradients import DirectionGradients
 
     state = checkpoint_utils.load_checkpoint_to_cpu(path)
@@ -66,20 +67,24 @@ def probe(path, data, split, directions, granularity, max_tokens, dropout, devic
     directions = directions or list(task.training_directions)
     groups = ParameterGroups.from_named_parameters(model.named_parameters(), "whole_model")
     grads = DirectionGradients(groups, directions, similarity=SimilarityGroups(groups, granularity))
-    task.load_dataset(split)
-    dataset = batch_by_direction(task.dataset(split))
-    batches = task.get_batch_iterator(
-        dataset, max_tokens=max_tokens, max_positions=model.max_positions(),
-        ignore_invalid_inputs=True, seed=1,
-    ).next_epoch_itr(shuffle=False)
+    # Each direction's data set of the split as fairseq builds it (language tokens
+    # included), unsampled: every sentence once.
+    datasets, _ = task.data_manager.load_split_datasets(split, task.training, epoch=1)
     model.zero_grad(set_to_none=True)
-    for batch in batches:
-        for direction, sample in batch.items():
-            if direction not in directions:
-                continue
-            sample = _to(sample, device)
+    for key, dataset in datasets:
+        direction = direction_of(key)
+        if direction not in directions:
+            continue
+        # The first max_sentences rows (of a multi-way set: the same sentences in every
+        # direction), in length-bucketed batches.
+        indices = dataset.ordered_indices()
+        if max_sentences:
+            indices = indices[indices < max_sentences]
+        indices, _ = dataset.filter_indices_by_size(indices, model.max_positions())
+        for batch in data_utils.batch_by_size(indices, dataset.num_tokens, max_tokens=max_tokens):
+            sample = dataset.collater([dataset[i] for i in batch])
             grads.select(direction)
-            loss, _, log = criterion(model, sample)
+            loss, _, log = criterion(model, _to(sample, device))
             loss.backward()
             grads.record(direction, log["loss"], log["ntokens"])
     missing = [d for d in directions if d not in grads.present_directions()]
@@ -106,6 +111,8 @@ def main(argv=None):
     ap.add_argument("--granularity", default="all_layer", choices=GRANULARITIES,
                     help="recorded groups, plus model, encoder_layers, decoder_layers [all_layer]")
     ap.add_argument("--max-tokens", type=int, default=4000)
+    ap.add_argument("--max-sentences", type=int, default=0,
+                    help="probe the first N rows of each direction's split (0: all)")
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout while probing [0: deterministic]")
     ap.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
     args = ap.parse_args(argv)
@@ -117,7 +124,7 @@ def main(argv=None):
     records = []
     for path in sorted(args.checkpoints, key=_checkpoint_order):
         record = probe(path, args.data, args.split, directions, args.granularity,
-                       args.max_tokens, args.dropout, device)
+                       args.max_tokens, args.max_sentences, args.dropout, device)
         mean, conflicts = record.summary()
         logger.info(f"{path}: update {record.update}, {len(record.directions)} directions, "
                     f"mean cosine {mean:.3f}, conflicts {conflicts:.3f}")
