@@ -130,6 +130,9 @@ def test_similarity_groups_add_up_over_column_slices():
     record = SimilarityRecord(5, ["a", "b", "c"], sim.names, whole, [1, 2, 3])
     cos = {(r[1], r[2], r[3]): r[4] for r in record.rows()}
     assert len(cos) == 3 * len(sim.names)
+    flip = torch.tensor([2, 1, 0])  # the directions in the other order: the same cosines
+    flipped = SimilarityRecord(5, ["c", "b", "a"], sim.names, whole[:, flip][:, :, flip], [3, 2, 1])
+    assert {(r[2], r[1], r[3]): r[4] for r in flipped.rows()} == pytest.approx(cos, abs=1e-12)
     assert cos[("a", "c", "model")] == pytest.approx(
         (torch.dot(rows[0], rows[2]) / rows[0].norm() / rows[2].norm()).item(), abs=1e-12)
 
@@ -197,6 +200,15 @@ def test_similarity_csv_has_every_interval_once_after_a_kill_and_resume(corpus, 
                     assert float(b[k]) == pytest.approx(float(a[k]), abs=1e-6)
     updates = sorted({int(r["update"]) for r in read_rows(tmp_path / "killed" / "similarity.csv")})
     assert updates == [2, 4, 6, 8, 10, 12, 14]
+    # the figures of this (tiny, real) run
+    proc = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.figures", str(tmp_path / "killed")],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = set(os.listdir(tmp_path / "killed" / "figures"))
+    for name in ("fig1_encoder_xx-en", "fig1_decoder_en-xx", "fig2a_xx-en_vs_en-xx", "fig3_by_layer",
+                 "fig3_layers_over_updates", "losses"):
+        assert {name + ".png", name + ".csv"} <= written, name
+    assert "conflicts_over_updates.png" in written
 
 
 def test_probe_of_a_checkpoint_reproduces_the_training_record(corpus, tmp_path):
