@@ -152,6 +152,8 @@ def test_csv_log_keeps_each_update_once(tmp_path):
     log.write(3, [(3, 7)])
     log.close()
     assert open(path).read() == "update,v\n1,10\n1,11\n2,20\n2,21\n3,7\n"
+    log.replace({5: [(5, 1)], 2: [(2, 0)]})  # a probe: other updates kept, the same ones replaced
+    assert open(path).read() == "update,v\n1,10\n1,11\n2,0\n3,7\n5,1\n"
     other = CsvLog(path, ("update", "w"))
     other.open(0)
     with pytest.raises(ValueError, match="columns"):

@@ -8,9 +8,10 @@ written again (fairseq repeats an update whose fp16 gradients overflowed) replac
 earlier rows.
 """
 import csv
+import io
 import math
 import os
-from typing import Iterable, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 
 def _format(value) -> str:
@@ -44,6 +45,22 @@ class CsvLog:
             self._start(min(self._last, update - 1))
         self._write(rows)
         self._last = update
+
+    def replace(self, rows_by_update: Dict[int, List[Sequence]]) -> None:
+        """Put these updates' rows in the file, in update order, in place of any rows it
+        has of the same updates (a probe of more checkpoints adds to the earlier ones)."""
+        self.close()
+        self._keep(lambda update: update not in rows_by_update)
+        with open(self.path, newline="") if os.path.exists(self.path) else io.StringIO() as f:
+            kept = f.read().splitlines()[1:]
+        lines = [(int(line.split(",", 1)[0]), line) for line in kept]
+        lines += [(u, ",".join(_format(v) for v in row)) for u, rows in rows_by_update.items() for row in rows]
+        lines.sort(key=lambda x: x[0])
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            f.write("".join(line + "\n" for line in [",".join(self.columns)] + [l for _, l in lines]))
+        os.replace(tmp, self.path)
 
     def _start(self, after_update: int) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)

@@ -103,7 +103,7 @@ def _to(sample, device):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+", help="fairseq-train checkpoints of one run (any order)")
-    ap.add_argument("--out", required=True, help="directory for similarity.csv (rewritten: one update per checkpoint)")
+    ap.add_argument("--out", required=True, help="directory for similarity.csv (one update per checkpoint; rows of other updates already there are kept, of the same updates replaced)")
     ap.add_argument("--split", default="valid", help="the probe set: a split of the binarized data [valid]")
     ap.add_argument("--data", default=None, help="binarized data directory (default: the checkpoint's)")
     ap.add_argument("--directions", default=None,
@@ -133,12 +133,9 @@ def main(argv=None):
     if len({r.update for r in records}) != len(records):
         raise SystemExit("two checkpoints have the same number of updates (checkpoint_last.pt "
                          "and its twin?): probe each update once")
-    log.open(-1)  # a new probe replaces the file's rows
-    for record in records:
-        log.write(record.update, record.rows())
-    log.close()
+    log.replace({record.update: record.rows() for record in records})
     print(f"wrote {sum(len(r.rows()) for r in records)} rows of {len(records)} checkpoint(s) to "
-          f"{os.path.join(args.out, 'similarity.csv')}")
+          f"{log.path} (rows of other updates kept)")
 
 
 if __name__ == "__main__":
