@@ -108,6 +108,22 @@ def test_figure1_is_the_mean_over_updates_clustered_by_planted_genus(run, side, 
     assert sum(a != b for a, b in zip(genera, genera[1:])) == 2
 
 
+def test_updates_option_draws_one_checkpoint(run, tmp_path):
+    root, rows, _ = run
+    proc = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.figures", str(root), "--updates",
+                           "11-11", "--out", str(tmp_path), "--permutations", "100"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "only update 11 recorded" in proc.stdout
+    table = read_csv(tmp_path / "fig1_encoder_xx-en.csv")
+    means = hand_means([r for r in rows if r[0] == 11], "encoder_layers")
+    x, y = table[0][1], table[0][2]
+    assert float(table[1][2]) == pytest.approx(means[tuple(sorted((f"{x}-en", f"{y}-en")))], abs=1e-5)
+    bad = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.figures", str(root), "--updates",
+                          "5-9", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "no rows of updates 5-9" in bad.stderr
+
+
 def test_figure1_statistics_find_the_planted_genera(run):
     root, _, _ = run
     stats = json.loads((root / "figures" / "fig1_statistics.json").read_text())

@@ -402,13 +402,24 @@ def losses(path, report):
     report.png("losses.png", fig)
 
 
-def draw(path, out, permutations=10000, seed=0):
-    """Every figure of one run or probe folder (or its similarity.csv)."""
+def only_updates(series, first, last):
+    """The series restricted to updates first..last (e.g. Figure 1 at one checkpoint)."""
+    kept = {key: {u: c for u, c in values.items() if first <= u <= last} for key, values in series.items()}
+    return {key: values for key, values in kept.items() if values}
+
+
+def draw(path, out, permutations=10000, seed=0, updates=None):
+    """Every figure of one run or probe folder (or its similarity.csv); ``updates``
+    (first, last) keeps only those updates' rows."""
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     similarity = path if not os.path.isdir(path) else os.path.join(folder, "similarity.csv")
     report = Report(out)
     if os.path.exists(similarity):
         series = read_similarity(similarity)
+        if updates is not None:
+            series = only_updates(series, *updates)
+            if not series:
+                raise SystemExit(f"{similarity} has no rows of updates {updates[0]}-{updates[1]}")
         print(summarize_statistics(figure1(series, report, permutations, seed)))
         figure2a(series, report)
         figure3(series, report)
@@ -483,12 +494,21 @@ def main(argv=None):
     p.add_argument("--group", default="model", help="Figure 2b: the parameter group of the cosine")
     p.add_argument("--permutations", type=int, default=10000, help="of the proximity tests")
     p.add_argument("--seed", type=int, default=0, help="of the proximity tests")
+    p.add_argument("--updates", default=None, metavar="FIRST-LAST",
+                   help="only these updates' rows (e.g. 800-800: Figure 1 at one checkpoint)")
     a = p.parse_args(argv)
+    updates = None
+    if a.updates:
+        try:
+            first, _, last = a.updates.partition("-")
+            updates = (int(first), int(last or first))
+        except ValueError:
+            p.error(f"--updates: expected FIRST-LAST, got {a.updates!r}")
     out = a.out or os.path.join(a.path if os.path.isdir(a.path) else os.path.dirname(a.path), "figures")
     if a.figure2b:
         report = figure2b(a.path, out, a.anchor, a.group)
     elif os.path.exists(a.path):
-        report = draw(a.path, out, a.permutations, a.seed)
+        report = draw(a.path, out, a.permutations, a.seed, updates)
     else:
         raise SystemExit(f"no such file or folder: {a.path}")
     print(report)
