@@ -7,11 +7,19 @@ The task options (data, language list, training pairs, language tokens) are read
 checkpoint, so a direction is decoded exactly as it was trained. Hypotheses are scored by
 sacrebleu against the raw reference text (``--raw``) or, without it, fairseq's own
 detokenized targets; the sacrebleu signature is kept. Writes OUT.json and OUT.md.
+
+    python -m fairseq_gradvac.evaluate --checkpoint runs/x/checkpoint_best.pt --raw data/x/raw \
+        --out runs/x/bleu --samples 3 --try en-fr --spm-model data/x/spm.model
+
+also prints 3 test sentences per direction next to the model's translation and the
+reference (OUT.samples.md), and the fairseq-interactive command that translates typed text
+en-fr with this checkpoint (sentencepiece in and out), after running it once on a sentence.
 """
 import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -36,6 +44,17 @@ def checkpoint_task_options(path):
     return options
 
 
+def _langtok_options(options):
+    cmd = []
+    if options.get("encoder_langtok"):
+        cmd += ["--encoder-langtok", options["encoder_langtok"]]
+    if options.get("decoder_langtok"):
+        cmd += ["--decoder-langtok"]
+    if options.get("lang_tok_replacing_bos_eos"):
+        cmd += ["--lang-tok-replacing-bos-eos"]
+    return cmd
+
+
 def generate_command(checkpoint, options, direction, beam, max_tokens, post_process, subset="test",
                      max_len=(0.0, 200)):
     src, tgt = direction.split("-")
@@ -50,12 +69,7 @@ def generate_command(checkpoint, options, direction, beam, max_tokens, post_proc
         # Hypotheses of at most a * source length + b tokens (fairseq's default: 200).
         "--max-len-a", str(max_len[0]), "--max-len-b", str(max_len[1]),
     ]
-    if options.get("encoder_langtok"):
-        cmd += ["--encoder-langtok", options["encoder_langtok"]]
-    if options.get("decoder_langtok"):
-        cmd += ["--decoder-langtok"]
-    if options.get("lang_tok_replacing_bos_eos"):
-        cmd += ["--lang-tok-replacing-bos-eos"]
+    cmd += _langtok_options(options)
     if post_process:
         cmd += ["--post-process", post_process]
     if not torch.cuda.is_available():
@@ -104,7 +118,65 @@ def evaluate_direction(checkpoint, options, direction, raw_dir=None, beam=5, max
     bleu = sacrebleu.metrics.BLEU()
     score = bleu.corpus_score(hypotheses, [refs])
     return {"bleu": round(score.score, 2), "signature": str(bleu.get_signature()),
-            "sentences": len(refs)}
+            "sentences": len(refs), "hypotheses": hypotheses, "references": refs}
+
+
+def _read_sources(raw_dir, direction, subset):
+    src, tgt = direction.split("-")
+    return _read_references(raw_dir, f"{tgt}-{src}", subset)
+
+
+def pick_samples(sources, n, min_words=5, max_words=14):
+    """Indices of ``n`` test sentences a person can read at a glance: the first ones (file
+    order, i.e. the held-out rows' seeded order) whose source has min_words..max_words words;
+    the first n of any length if too few qualify."""
+    fit = [i for i, s in enumerate(sources) if min_words <= len(s.split()) <= max_words]
+    return (fit if len(fit) >= n else list(range(len(sources))))[:n]
+
+
+def samples_text(direction, sources, hypotheses, references, indices):
+    lines = [f"#### {direction}", ""]
+    for i in indices:
+        lines += [f"- source:      {sources[i]}", f"  model:       {hypotheses[i]}",
+                  f"  reference:   {references[i]}"]
+    return "\n".join(lines + [""])
+
+
+def interactive_command(checkpoint, options, direction, spm_model=None, beam=1,
+                        max_len=(0.0, 200), absolute=True):
+    """The fairseq-interactive command that translates stdin in ``direction`` with the
+    checkpoint, as it was trained: data (dictionaries), language list, training pairs,
+    language tokens, and the sentencepiece model that encodes the input and decodes the
+    output; decoding as fairseq-generate's with the same beam and length cap."""
+    src, tgt = direction.split("-")
+    path = os.path.abspath if absolute else (lambda p: p)
+    cmd = ["fairseq-interactive", path(options["data"]), "--user-dir", USER_DIR,
+           "--task", "multilingual_gradvac", "--path", path(checkpoint),
+           "--lang-dict", path(options["lang_dict"]), "--lang-pairs", options["lang_pairs"],
+           "--source-lang", src, "--target-lang", tgt, "--beam", str(beam)]
+    if tuple(max_len) != (0.0, 200):
+        cmd += ["--max-len-a", f"{max_len[0]:g}", "--max-len-b", str(max_len[1])]
+    cmd += _langtok_options(options)
+    if spm_model:
+        cmd += ["--bpe", "sentencepiece", "--sentencepiece-model", path(spm_model)]
+    if not torch.cuda.is_available():
+        cmd += ["--cpu"]
+    return cmd
+
+
+def run_interactive(cmd, lines):
+    """Translations of ``lines`` by the fairseq-interactive command ``cmd`` (its D- lines,
+    detokenized)."""
+    exe = [sys.executable, "-m", "fairseq_cli.interactive"] + cmd[1:]
+    proc = subprocess.run(exe, input="".join(l + "\n" for l in lines), capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fairseq-interactive failed:\n{proc.stderr[-3000:]}")
+    hyps, _ = parse_generate_output(proc.stdout)
+    if sorted(hyps) != list(range(len(lines))):
+        raise RuntimeError(f"fairseq-interactive translated {len(hyps)} of {len(lines)} lines:\n"
+                           f"{proc.stdout[-2000:]}")
+    return [hyps[i] for i in range(len(lines))]
 
 
 def _average(values):
@@ -150,19 +222,54 @@ def main(argv=None):
                              "translations into languages with longer tokenizations (a=1.5, b=10 "
                              "lowered en-hi BLEU here)")
     parser.add_argument("--max-len-b", type=int, default=200)
-    parser.add_argument("--out", required=True, help="output prefix: writes OUT.json and OUT.md")
+    parser.add_argument("--out", default=None,
+                        help="output prefix: writes OUT.json and OUT.md (required unless only "
+                             "--try is asked for)")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="print this many test sentences per direction (--sample-directions) "
+                             "next to the model's translation and the reference (needs --raw); "
+                             "also written to OUT.samples.md")
+    parser.add_argument("--sample-directions", default=None,
+                        help="directions to show samples of (default: every scored direction)")
+    parser.add_argument("--try", dest="try_direction", default=None, metavar="SRC-TGT",
+                        help="print the fairseq-interactive command that translates SRC-TGT with "
+                             "this checkpoint, and run it on --try-input to show it works")
+    parser.add_argument("--try-input", default=None,
+                        help="the sentence(s) to run the --try command on, '|'-separated "
+                             "(default: the first sample's source)")
+    parser.add_argument("--spm-model", default=None,
+                        help="sentencepiece model for the --try command (encodes the input, "
+                             "decodes the output)")
     args = parser.parse_args(argv)
+    if args.samples and not args.raw:
+        parser.error("--samples needs --raw (the source sentences)")
+    if not args.out and not args.try_direction:
+        parser.error("--out is required (or --try alone)")
 
     options = checkpoint_task_options(args.checkpoint)
     directions = (args.directions or options["lang_pairs"]).split(",")
     zero_shot = [d for d in args.zero_shot.split(",") if d]
-    results = {}
-    for d in directions + zero_shot:
+    results, samples = {}, []
+    sample_directions = (args.sample_directions.split(",") if args.sample_directions
+                         else directions + zero_shot)
+    for d in (directions + zero_shot) if args.out else []:
         results[d] = evaluate_direction(args.checkpoint, options, d, args.raw, args.beam,
                                         args.max_tokens, args.post_process, args.subset,
                                         (args.max_len_a, args.max_len_b))
+        hypotheses, references = results[d].pop("hypotheses"), results[d].pop("references")
         print(f"[evaluate] {d}: BLEU {results[d]['bleu']:.2f} ({results[d]['sentences']} sentences)",
               flush=True)
+        if args.samples and d in sample_directions:
+            sources = _read_sources(args.raw, d, args.subset)
+            samples.append(samples_text(d, sources, hypotheses, references,
+                                        pick_samples(sources, args.samples)))
+    if args.out:
+        write_results(args, results, zero_shot, samples)
+    if args.try_direction:
+        try_interactive(args, options, parser)
+
+
+def write_results(args, results, zero_shot, samples):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     payload = {"checkpoint": args.checkpoint, "zero_shot": zero_shot, "directions": results,
                "averages": summarize(results, zero_shot)}
@@ -171,6 +278,32 @@ def main(argv=None):
     with open(args.out + ".md", "w") as f:
         f.write(to_markdown(results, zero_shot, os.path.basename(os.path.dirname(os.path.abspath(args.checkpoint)))))
     print(to_markdown(results, zero_shot, args.checkpoint))
+    if samples:
+        text = "### Sample translations (test set)\n\n" + "\n".join(samples)
+        with open(args.out + ".samples.md", "w") as f:
+            f.write(text)
+        print(text)
+
+
+def try_interactive(args, options, parser):
+    """Print the fairseq-interactive command for --try and run it on a sentence."""
+    cmd = interactive_command(args.checkpoint, options, args.try_direction, args.spm_model,
+                              args.beam, (args.max_len_a, args.max_len_b))
+    if args.try_input:
+        lines = args.try_input.split("|")
+    elif args.raw:
+        sources = _read_sources(args.raw, args.try_direction, args.subset)
+        lines = [sources[pick_samples(sources, 1)[0]]]
+    else:
+        parser.error("--try needs --try-input or --raw")
+    translations = run_interactive(cmd, lines)
+    print(f"### Try it: {args.try_direction} with fairseq-interactive (one sentence per line on "
+          "stdin; Ctrl-D ends)\n\n    " + shlex.join(cmd) + "\n")
+    print("For example (the translation is the D- line: id, score, text):\n\n    "
+          f"echo {shlex.quote(lines[0])} | {shlex.join(cmd)} 2>/dev/null | grep ^D- | cut -f3\n")
+    for line, translation in zip(lines, translations):
+        print(f"    {line}\n -> {translation}")
+    print(flush=True)
 
 
 if __name__ == "__main__":

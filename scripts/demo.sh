@@ -1,38 +1,119 @@
 #!/usr/bin/env bash
-# The main job: on a fresh machine, set up, prepare the real multilingual corpus
-# (LibreOffice help in en, fr, cs, tr, hi), train a small multilingual transformer with
-# GradVac all_layer on the CPU, and score every supervised and zero-shot direction.
+# The first run: on a fresh machine, set up, prepare a real multilingual corpus (LibreOffice
+# help in English, French and Czech), train a small multilingual transformer with GradVac
+# all_layer on the CPU, score every trained and zero-shot direction, print sample
+# translations next to their references, and the fairseq-interactive command to try it.
 #
-#   bash scripts/demo.sh                        # ~15 minutes on 2 cores
-#   METHOD=multilingual MINUTES=40 bash scripts/demo.sh
+#   bash scripts/demo.sh                          # about 20 minutes on 2 idle cores
+#   METHOD=multilingual MINUTES=60 bash scripts/demo.sh
 #
-# Environment: METHOD [gradvac_all_layer] (any configs/methods/*.args), SAMPLING [t5],
-# MODEL [small_cpu], MINUTES [10] training budget, OMP_NUM_THREADS [1], SEED [1], BEAM [1],
-# ZERO_SHOT [fr-cs,cs-fr,tr-hi] zero-shot directions to score, RUN [runs/demo-METHOD-SAMPLING].
+# Environment (defaults in brackets):
+#   METHOD [gradvac_all_layer]  any configs/methods/*.args
+#   SAMPLING [t1]               configs/sampling/*.args
+#   MODEL [demo_cpu]            configs/models/*.args (transformer_base on a GPU)
+#   DATA [libreoffice_demo]     configs/data/*.sh or a path; libreoffice = the 8 directions
+#                               en<->{fr,cs,tr,hi}, full corpus (needs hours on a CPU)
+#   MINUTES [14]                training budget (resumes count what is already done)
+#   OMP_NUM_THREADS             threads of the training process; by default chosen from the
+#                               load: every core when the machine is idle, 1 when it is busy
+#   SEED [1]  BEAM [1]  SAMPLES [3] sample translations per shown direction
+#   ZERO_SHOT                   zero-shot directions to score [the data config's]
+#   RUN [runs/demo-METHOD-SAMPLING]  SKIP_SETUP=1 skips scripts/setup.sh
+#   TRAIN_ARGS                  more fairseq-train options, e.g. "--max-update 800"
+#   TRY_INPUT                   the sentence step 5 translates with fairseq-interactive
+#                               ['Choose Format - Cells and click the Font tab.'; empty: the
+#                               first sample's source]
 # Stop it at any time: the same command resumes from the last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# One thread: a 2-thread run next to any other work on 2 cores slows down manyfold (OpenMP
-# threads spin waiting for a descheduled partner; measured, docs/results.md).
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-METHOD=${METHOD:-gradvac_all_layer} SAMPLING=${SAMPLING:-t5} MODEL=${MODEL:-small_cpu}
-MINUTES=${MINUTES:-10} BEAM=${BEAM:-1}
-RUN=${RUN:-runs/demo-$METHOD-$SAMPLING}
-echo "[demo] 1/4 set-up"
-bash scripts/setup.sh
-DEMO_ZERO_SHOT=${ZERO_SHOT:-fr-cs,cs-fr,tr-hi}
-source configs/data/libreoffice.sh
-ZERO_SHOT=$DEMO_ZERO_SHOT
-echo "[demo] 2/4 real corpus -> $DATA_DIR"
-eval "$PREPARE"
-echo "[demo] 3/4 training $METHOD ($SAMPLING, $MODEL) for $MINUTES minutes -> $RUN"
-[ -f "$RUN/train.done" ] || {
-  MINUTES=$MINUTES bash scripts/train.sh libreoffice "$METHOD" "$SAMPLING" "$MODEL" "$RUN" \
-    --log-interval 25 | grep --line-buffered -E "train_inner|valid on|Saved checkpoint|done training|Error"
-  touch "$RUN/train.done"
+T0=$(date +%s)
+step_start=
+step() {  # step "N/5 what": print the time the previous step took, then the next step
+  local now; now=$(date +%s)
+  [ -z "$step_start" ] || echo "[demo]     ($((now - step_start)) s)"
+  step_start=$now
+  echo "[demo] $1"
 }
-echo "[demo] 4/4 BLEU on the test set ($LANG_PAIRS; zero-shot $ZERO_SHOT)"
+# Threads. On 2 cores, a 2-thread training process next to any other work slows down
+# manyfold (OpenMP threads spin waiting for a descheduled partner; docs/results.md), so use
+# every core only when the machine looks idle: cores minus the 1-minute load average,
+# rounded, at least 1 and at most 4 (more was not measured).
+if [ -z "${OMP_NUM_THREADS:-}" ]; then
+  read -r OMP_NUM_THREADS WHY < <(python3 -c '
+import os
+n, load = os.cpu_count() or 1, os.getloadavg()[0]
+t = max(1, min(4, n, int(n - load + 0.5)))
+print(t, f"{n} cores, load average {load:.2f}")')
+  echo "[demo] OMP_NUM_THREADS=$OMP_NUM_THREADS ($WHY; set OMP_NUM_THREADS to choose, 1 when sharing the machine)"
+else
+  echo "[demo] OMP_NUM_THREADS=$OMP_NUM_THREADS (set by you)"
+fi
+export OMP_NUM_THREADS
+METHOD=${METHOD:-gradvac_all_layer} SAMPLING=${SAMPLING:-t1} MODEL=${MODEL:-demo_cpu}
+DATA=${DATA:-libreoffice_demo} MINUTES=${MINUTES:-14} BEAM=${BEAM:-1} SAMPLES=${SAMPLES:-3}
+RUN=${RUN:-runs/demo-$METHOD-$SAMPLING}
+DEMO_ZERO_SHOT=${ZERO_SHOT:-}
+DATA_CONFIG=configs/data/$DATA.sh
+[ -f "$DATA" ] && DATA_CONFIG=$DATA
+source "$DATA_CONFIG"
+ZERO_SHOT=${DEMO_ZERO_SHOT:-$ZERO_SHOT}
+
+step "1/5 set-up"
+if [ -z "${SKIP_SETUP:-}" ]; then bash scripts/setup.sh; else echo "[demo] skipped (SKIP_SETUP)"; fi
+
+step "2/5 real corpus -> $DATA_DIR"
+eval "$PREPARE" 2>&1 | grep --line-buffered -v -E "^\S+ \| (prepare_libreoffice|fairseq)" || true
+[ -f "$DATA_BIN/dict.en.txt" ] || { echo "[demo] corpus preparation failed" >&2; exit 1; }
+
+step "3/5 training $METHOD ($SAMPLING, $MODEL, $LANG_PAIRS) for $MINUTES minutes -> $RUN"
+echo "[demo]     full log: $RUN/train.log"
+compact() {  # fairseq's log, shortened to the lines a person watches (python: no awk dialects)
+  python3 -u -c '
+import re, sys
+def get(key, line):
+    m = re.search(r"(?:^|[ ,|])" + key + r"[= ]([^ ,|]+)", line)
+    return m.group(1) if m else "?"
+for line in sys.stdin:
+    line = line.rstrip("\n")
+    if "| train_inner |" in line:
+        u, loss, ppl, lr, ups, wall = (get(k, line) for k in ("num_updates", "loss", "ppl", "lr", "ups", "wall"))
+        lr = "%.1e" % float(lr) if re.fullmatch(r"[0-9.e+-]+", lr) else lr
+        print("[train] update %5s  loss %6s  ppl %8s  lr %s  %5s updates/s  %5s s" % (
+            u, loss, ppl, lr, ups, wall), flush=True)
+    elif "valid on" in line:
+        best = get("best_loss", line)
+        print("[valid] update %5s  loss %6s  ppl %8s%s" % (
+            get("num_updates", line), get("loss", line), get("ppl", line),
+            "" if best == "?" else "  (best loss %s)" % best), flush=True)
+    elif "done training in" in line:
+        print("[train] done training in" + line.split("done training in", 1)[1], flush=True)
+    elif re.search(r"Error|error:|Traceback", line):
+        print(line, flush=True)
+'
+}
+if [ ! -f "$RUN/train.done" ]; then
+  MINUTES=$MINUTES bash scripts/train.sh "$DATA_CONFIG" "$METHOD" "$SAMPLING" "$MODEL" "$RUN" \
+    --log-interval 100 ${TRAIN_ARGS:-} | compact
+  [ -f "$RUN/checkpoint_best.pt" ] || { echo "[demo] training failed: see $RUN/train.log" >&2; exit 1; }
+  touch "$RUN/train.done"
+fi
+
+step "4/5 BLEU on the test set ($LANG_PAIRS; zero-shot ${ZERO_SHOT:-none}; greedy) and samples"
+# Samples of the first two trained directions and the first zero-shot one.
+SHOW=$(echo "$LANG_PAIRS" | cut -d, -f1-2)${ZERO_SHOT:+,${ZERO_SHOT%%,*}}
 python3 -m fairseq_gradvac.evaluate --checkpoint "$RUN/checkpoint_best.pt" --directions "$LANG_PAIRS" \
   --zero-shot "$ZERO_SHOT" --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" \
-  --max-len-a 2 --max-len-b 20 --out "$RUN/bleu"  # a short run's model rarely stops by itself
-echo "[demo] table written to $RUN/bleu.md and $RUN/bleu.json"
+  --max-tokens 20000 --max-len-a 1.5 --max-len-b 10 --out "$RUN/bleu" \
+  --samples "$SAMPLES" --sample-directions "$SHOW"
+echo "[demo] table in $RUN/bleu.md (and .json), samples in $RUN/bleu.samples.md"
+
+step "5/5 try it yourself"
+SPM=()
+[ "$POST_PROCESS" = sentencepiece ] && SPM=(--spm-model "$DATA_DIR/spm.model")
+TRY_INPUT=${TRY_INPUT-Choose Format - Cells and click the Font tab.}
+python3 -m fairseq_gradvac.evaluate --checkpoint "$RUN/checkpoint_best.pt" --try "${LANG_PAIRS%%,*}" \
+  ${TRY_INPUT:+--try-input "$TRY_INPUT"} --raw "$RAW" --beam "$BEAM" --max-len-a 1.5 --max-len-b 10 \
+  "${SPM[@]}" | tee "$RUN/try.txt"
+now=$(date +%s)
+echo "[demo]     ($((now - step_start)) s)"
+echo "[demo] done in $(( (now - T0) / 60 )) min $(( (now - T0) % 60 )) s"

@@ -39,7 +39,7 @@ def test_table1_has_every_row():
     assert METHODS == sorted([
         "bilingual", "multilingual", "gradnorm", "mgda", "pcgrad", "pcgrad_all_layer",
         "gradvac_fixed_obj", "gradvac_whole_model", "gradvac_all_layer"])
-    assert MODELS == ["small_cpu", "transformer_base"] and SAMPLINGS == ["t1", "t5"]
+    assert MODELS == ["demo_cpu", "small_cpu", "transformer_base"] and SAMPLINGS == ["t1", "t5"]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -104,3 +104,81 @@ def test_model_shape_benchmark_refuses_an_odd_number_of_shapes(tmp_path):
                           capture_output=True, text=True,
                           env=dict(os.environ, SHAPES="d16 d32 d64", OUT=str(tmp_path)))
     assert proc.returncode == 2 and "even number" in proc.stderr
+
+
+def _demo_config(tmp_path):
+    """A data config like configs/data/libreoffice_demo.sh, on synthetic LibreOffice packages
+    (tests/test_prepare_data.py's): the demo's real preparation, sentencepiece included."""
+    from test_prepare_data import make_packages
+
+    make_packages(tmp_path / "pkgs")
+    config = tmp_path / "demo_data.sh"
+    config.write_text(
+        f"DATA_DIR={tmp_path / 'data'}\nDATA_BIN=$DATA_DIR/bin\nLANG_DICT=$DATA_DIR/langs.txt\n"
+        "RAW=$DATA_DIR/raw\nPOST_PROCESS=sentencepiece\nLANG_PAIRS=en-fr,fr-en,en-cs,cs-en\n"
+        "ZERO_SHOT=fr-cs,cs-fr\nHIGH=fr,cs\nMED=\nLOW=\n"
+        f"PREPARE=\"bash scripts/prepare_libreoffice.sh --packages-dir {tmp_path / 'pkgs'} "
+        "--out $DATA_DIR --langs fr,cs --vocab-size 150 --valid-size 5 --test-size 10 --workers 1\"\n")
+    return str(config)
+
+
+def test_demo_scores_every_direction_shows_samples_and_a_working_interactive_command(tmp_path):
+    run = tmp_path / "run"
+    env = {"DATA": _demo_config(tmp_path), "RUN": str(run), "SKIP_SETUP": "1",
+           "OMP_NUM_THREADS": "1", "SAMPLES": "2", "TRAIN_ARGS": "--max-update 12 --log-interval 4",
+           "TRY_INPUT": ""}  # step 5 translates the first en-fr sample
+    proc = _bash("demo.sh", env=env)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "[demo] OMP_NUM_THREADS=1 (set by you)" in out
+    for step in ("1/5", "2/5", "3/5", "4/5", "5/5"):
+        assert f"[demo] {step}" in out
+    # The console stays compact: fairseq's long lines are replaced by short ones.
+    assert "[train] update" in out and "[valid] update" in out and "loss_en-fr" not in out
+    assert all(len(line) < 200 for line in out.splitlines() if line.startswith("[")), out
+    scores = json.loads((run / "bleu.json").read_text())
+    assert list(scores["directions"]) == ["en-fr", "fr-en", "en-cs", "cs-en", "fr-cs", "cs-fr"]
+    assert all(r["sentences"] == 10 for r in scores["directions"].values())
+    # Sample translations next to their sources and references, for en-fr, fr-en and fr-cs.
+    samples = out[out.index("### Sample translations"):out.index("### Try it")]
+    assert [l[5:] for l in samples.splitlines() if l.startswith("#### ")] == ["en-fr", "fr-en", "fr-cs"]
+    assert samples.count("- source:") == 6 and samples.count("  model:") == 6
+    references = (tmp_path / "data" / "raw" / "test.en-fr.fr").read_text().splitlines()
+    shown = [l.split(":", 1)[1].strip() for l in samples.splitlines() if l.startswith("  reference:")]
+    assert shown[0] in references and "▁" not in samples
+    # The interactive command: printed, and it really translates (sentencepiece in and out).
+    lines = out[out.index("### Try it"):].splitlines()
+    command = shlex.split(lines[2])
+    assert command[0] == "fairseq-interactive" and "--sentencepiece-model" in command
+    assert command[command.index("--source-lang") + 1] == "en"
+    assert command[command.index("--target-lang") + 1] == "fr"
+    shown_translation = next(l[4:] for l in lines if l.startswith(" -> "))
+    proc = subprocess.run(command, input="The open file menu number 3 on page 1.\n" * 2, cwd="/",
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    translations = [l.split("\t")[2] for l in proc.stdout.splitlines() if l.startswith("D-")]
+    assert len(translations) == 2 and "▁" not in "".join(translations)
+    # The demo's own run of the command translated its sentence (the first en-fr sample) as
+    # fairseq-generate did from the binarized test set: same language tokens, sentencepiece
+    # in and out; and the printed example, run in a shell, prints that translation.
+    sample_source = samples.split("- source:", 1)[1].splitlines()[0].strip()
+    sample_model = samples.split("  model:", 1)[1].splitlines()[0].strip()
+    assert shown_translation.strip() == sample_model
+    example = next(l for l in lines if l.strip().startswith("echo "))
+    assert shlex.split(example)[1] == sample_source
+    again = subprocess.run(example.strip(), shell=True, cwd="/", capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.strip() == sample_model
+
+
+def test_demo_chooses_threads_from_the_load_unless_told(tmp_path):
+    env = dict(os.environ, DATA=str(tmp_path / "no-such-config.sh"), SKIP_SETUP="1")
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "demo.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("[demo] OMP_NUM_THREADS="))
+    threads = int(line.split("=")[1].split()[0])
+    load = os.getloadavg()[0]
+    assert 1 <= threads <= min(4, os.cpu_count()) and f"{os.cpu_count()} cores" in line
+    if load > os.cpu_count():  # a busy machine: one thread
+        assert threads == 1
+    assert proc.returncode != 0  # and then the missing data config stops it
