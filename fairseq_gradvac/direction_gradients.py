@@ -154,8 +154,8 @@ class DirectionGradients:
             stats = stats[g.numel() :]
         if gram is not None:
             gram = reduced.pop(0)
-        if sim is not None:
-            sim = reduced.pop(0)
+        if sim is not None:  # the rows were divided by N for fairseq: the record's norms are
+            sim = reduced.pop(0) * self.exchange.world_size ** 2  # those of the summed gradients
         present, ntokens, losses, reached = stats[:k], stats[k : 2 * k], stats[2 * k : 3 * k], stats[3 * k :]
         idx = (present > 0).nonzero().flatten().tolist() if self.exchange.distributed else [
             r for r in range(k) if self._present[r]

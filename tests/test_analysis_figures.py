@@ -239,15 +239,7 @@ def test_figure2b_reads_each_runs_cosine_and_bleu(tmp_path):
     assert (tmp_path / "out" / "fig2b_bleu_vs_similarity.png").exists()
 
 
-def _task_has_similarity_interval():
-    proc = subprocess.run(["fairseq-train", "--user-dir", os.path.join(ROOT, "fairseq_gradvac"),
-                           "--task", "multilingual_gradvac", "-h"], capture_output=True, text=True, cwd=ROOT)
-    return "--similarity-interval" in proc.stdout
-
-
 def test_figure2b_script_trains_evaluates_and_draws(tmp_path):
-    if not _task_has_similarity_interval():
-        pytest.skip("the task has no --similarity-interval yet (recording of similarity.csv)")
     import tiny_corpus
 
     corpus = tiny_corpus.build(str(tmp_path / "tiny"))

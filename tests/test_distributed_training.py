@@ -1,5 +1,6 @@
 """Two workers through the real fairseq-train (2 CPU processes over gloo, legacy_ddp) give
 the model and combiner state of one worker with --update-freq 2 on the same batches."""
+import csv
 import glob
 import json
 import os
@@ -98,7 +99,7 @@ def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, metho
     # one rank a dummy batch. SGD at lr 0.1: at 0.5 the runs' float rounding (the rows are
     # summed in another order) grew to 2.3e-5 in 18 updates with pcgrad.
     extra = ("--max-update", "18", "--gradient-combiner", method, "--combine-granularity", granularity,
-             "--lr", "0.1")
+             "--lr", "0.1", "--similarity-interval", "4")
     trace = str(tmp_path / "trace")
     logs = two_workers(corpus, str(tmp_path / "two"), *extra, trace=trace)
     one_worker(corpus, str(tmp_path / "one"), *extra, trace=str(tmp_path / "reference"))
@@ -116,6 +117,20 @@ def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, metho
               if set(v[0]["directions"]) ^ set(v[1]["directions"])]
     assert lonely, "no update with a direction on one rank only"
     assert any(row["dummy"] for row in rows), "no dummy batch"
+    # the per-update logs, written by the first worker: the one-worker run's
+    for name in ("similarity.csv", "direction_losses.csv"):
+        with open(tmp_path / "one" / name) as f:
+            expected = list(csv.DictReader(f))
+        with open(tmp_path / "two" / name) as f:
+            got = list(csv.DictReader(f))
+        assert [(r["update"], r.get("a"), r.get("direction")) for r in got] == \
+               [(r["update"], r.get("a"), r.get("direction")) for r in expected]
+        for r, e in zip(got, expected):
+            for key in ("cosine", "norm_a", "loss", "ntokens"):
+                if key in e:
+                    assert float(r[key]) == pytest.approx(float(e[key]), rel=1e-4, abs=1e-5), (name, key)
+    assert {r["update"] for r in expected} == {str(u) for u in range(1, 19)}
+    assert not os.path.exists(tmp_path / "two" / "similarity.csv.tmp")
     if method == "gradvac":
         assert one["task_state"]["combiner"]["phi_hat"].abs().sum() > 0
     if method == "gradnorm":

@@ -121,7 +121,8 @@ def _reference(world):
                 float(sum(10 + r for r in range(world) if d in per_rank[r])) for d in tasks
             ])
             outs.append(combiner.combine(rows, tasks, groups, step, losses=losses / ntokens, ntokens=ntokens))
-            records.append((step + 1, tasks, SimilarityGroups(groups).gram(rows)) if step % 2 == 1 else None)
+            # the record: Gram matrices of the summed rows (one worker's scale, not / world)
+            records.append((step + 1, tasks, SimilarityGroups(groups).gram(rows * world)) if step % 2 == 1 else None)
         results[method] = (outs, combiner.state_dict(), records)
     return results
 

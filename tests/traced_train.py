@@ -28,11 +28,11 @@ def _record(self, direction, loss, ntokens):
     return _original_record(self, direction, loss, ntokens)
 
 
-def _combine(self, combiner, step):
+def _combine(self, combiner, step, **kwargs):
     recorded = sorted(self.__dict__.pop("_trace_recorded", set()))
     selected = sorted(self.__dict__.pop("_trace_selected", set()))
     rank = self.exchange.rank
-    combined = _original_combine(self, combiner, step)
+    combined = _original_combine(self, combiner, step, **kwargs)
     digest = hashlib.sha1()
     for value in combiner.state_dict().values():
         digest.update(value.numpy().tobytes() if isinstance(value, torch.Tensor) else repr(value).encode())

@@ -357,10 +357,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         if self._logs and "direction_losses" in self._logs:
             rows = []
             for d in directions:
-                ntokens = sum(log.get(f"{d}:ntokens", 0) for log in logging_outputs)
-                loss = sum(log.get(f"{d}:loss", 0) for log in logging_outputs)
+                # (tensors or numbers: several workers' logs arrive all-reduced as tensors)
+                ntokens = float(sum(log.get(f"{d}:ntokens", 0) for log in logging_outputs))
+                loss = float(sum(log.get(f"{d}:loss", 0) for log in logging_outputs))
                 if ntokens > 0:
-                    bits = float(loss) / ntokens / math.log(2)
+                    bits = loss / ntokens / math.log(2)
                     rows.append((self._update_num + 1, d, round(bits, 4), int(ntokens)))
             self._logs["direction_losses"].write(self._update_num + 1, rows)
         report, self._report = self._report, None
