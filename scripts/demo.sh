@@ -2,7 +2,8 @@
 # The first run: on a fresh machine, set up, prepare a real multilingual corpus (LibreOffice
 # help in English, French and Czech), train a small multilingual transformer with GradVac
 # all_layer on the CPU, score every trained and zero-shot direction, print sample
-# translations next to their references, and the fairseq-interactive command to try it.
+# translations next to their references, draw the gradient-similarity figures of Part I,
+# and print the fairseq-interactive command to try the model.
 #
 #   bash scripts/demo.sh                          # about 20 minutes on 2 idle cores
 #   METHOD=multilingual MINUTES=60 bash scripts/demo.sh
@@ -20,7 +21,7 @@
 #   ZERO_SHOT                   zero-shot directions to score [the data config's]
 #   RUN [runs/demo-METHOD-SAMPLING]  SKIP_SETUP=1 skips scripts/setup.sh
 #   TRAIN_ARGS                  more fairseq-train options, e.g. "--max-update 800"
-#   TRY_INPUT                   the sentence step 5 translates with fairseq-interactive
+#   TRY_INPUT                   the sentence step 6 translates with fairseq-interactive
 #                               ['Choose Format - Cells and click the Font tab.'; empty: the
 #                               first sample's source]
 # Stop it at any time: the same command resumes from the last checkpoint.
@@ -28,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
 step_start=
-step() {  # step "N/5 what": print the time the previous step took, then the next step
+step() {  # step "N/6 what": print the time the previous step took, then the next step
   local now; now=$(date +%s)
   [ -z "$step_start" ] || echo "[demo]     ($((now - step_start)) s)"
   step_start=$now
@@ -58,14 +59,14 @@ DATA_CONFIG=configs/data/$DATA.sh
 source "$DATA_CONFIG"
 ZERO_SHOT=${DEMO_ZERO_SHOT:-$ZERO_SHOT}
 
-step "1/5 set-up"
+step "1/6 set-up"
 if [ -z "${SKIP_SETUP:-}" ]; then bash scripts/setup.sh; else echo "[demo] skipped (SKIP_SETUP)"; fi
 
-step "2/5 real corpus -> $DATA_DIR"
+step "2/6 real corpus -> $DATA_DIR"
 eval "$PREPARE" 2>&1 | grep --line-buffered -v -E "^\S+ \| (prepare_libreoffice|fairseq)" || true
 [ -f "$DATA_BIN/dict.en.txt" ] || { echo "[demo] corpus preparation failed" >&2; exit 1; }
 
-step "3/5 training $METHOD ($SAMPLING, $MODEL, $LANG_PAIRS) for $MINUTES minutes -> $RUN"
+step "3/6 training $METHOD ($SAMPLING, $MODEL, $LANG_PAIRS) for $MINUTES minutes -> $RUN"
 echo "[demo]     full log: $RUN/train.log"
 compact() {  # fairseq's log, shortened to the lines a person watches (python: no awk dialects)
   python3 -u -c '
@@ -78,8 +79,9 @@ for line in sys.stdin:
     if "| train_inner |" in line:
         u, loss, ppl, lr, ups, wall = (get(k, line) for k in ("num_updates", "loss", "ppl", "lr", "ups", "wall"))
         lr = "%.1e" % float(lr) if re.fullmatch(r"[0-9.e+-]+", lr) else lr
-        print("[train] update %5s  loss %6s  ppl %8s  lr %s  %5s updates/s  %5s s" % (
-            u, loss, ppl, lr, ups, wall), flush=True)
+        extra = "".join("  %s %s" % (k, get(k, line)) for k in ("cos_mean", "corrected") if get(k, line) != "?")
+        print("[train] update %5s  loss %6s  ppl %8s  lr %s  %5s updates/s  %5s s%s" % (
+            u, loss, ppl, lr, ups, wall, extra), flush=True)
     elif "valid on" in line:
         best = get("best_loss", line)
         print("[valid] update %5s  loss %6s  ppl %8s%s" % (
@@ -98,7 +100,7 @@ if [ ! -f "$RUN/train.done" ]; then
   touch "$RUN/train.done"
 fi
 
-step "4/5 BLEU on the test set ($LANG_PAIRS; zero-shot ${ZERO_SHOT:-none}; greedy) and samples"
+step "4/6 BLEU on the test set ($LANG_PAIRS; zero-shot ${ZERO_SHOT:-none}; greedy) and samples"
 # Samples of the first two trained directions and the first zero-shot one.
 SHOW=$(echo "$LANG_PAIRS" | cut -d, -f1-2)${ZERO_SHOT:+,${ZERO_SHOT%%,*}}
 python3 -m fairseq_gradvac.evaluate --checkpoint "$RUN/checkpoint_best.pt" --directions "$LANG_PAIRS" \
@@ -107,7 +109,12 @@ python3 -m fairseq_gradvac.evaluate --checkpoint "$RUN/checkpoint_best.pt" --dir
   --samples "$SAMPLES" --sample-directions "$SHOW"
 echo "[demo] table in $RUN/bleu.md (and .json), samples in $RUN/bleu.samples.md"
 
-step "5/5 try it yourself"
+step "5/6 gradient similarities between the directions (Part I; recorded every 100 updates)"
+python3 -m fairseq_gradvac.analysis.figures "$RUN" --out "$RUN/figures" --permutations 1000 \
+  | grep -v "^\[figures\] wrote" || true
+echo "[demo] figures (PNG + CSV) in $RUN/figures"
+
+step "6/6 try it yourself"
 SPM=()
 [ "$POST_PROCESS" = sentencepiece ] && SPM=(--spm-model "$DATA_DIR/spm.model")
 TRY_INPUT=${TRY_INPUT-Choose Format - Cells and click the Font tab.}

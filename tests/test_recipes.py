@@ -126,13 +126,17 @@ def test_demo_scores_every_direction_shows_samples_and_a_working_interactive_com
     run = tmp_path / "run"
     env = {"DATA": _demo_config(tmp_path), "RUN": str(run), "SKIP_SETUP": "1",
            "OMP_NUM_THREADS": "1", "SAMPLES": "2", "TRAIN_ARGS": "--max-update 12 --log-interval 4",
-           "TRY_INPUT": ""}  # step 5 translates the first en-fr sample
+           "TRY_INPUT": "", "SIMILARITY_INTERVAL": "4"}  # step 6 translates the first en-fr sample
     proc = _bash("demo.sh", env=env)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "[demo] OMP_NUM_THREADS=1 (set by you)" in out
-    for step in ("1/5", "2/5", "3/5", "4/5", "5/5"):
+    for step in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
         assert f"[demo] {step}" in out
+    # Part I's figures of the run, from its recorded similarities and per-direction losses
+    assert {"fig3_encoder_vs_decoder.png", "fig3_layers_over_updates.csv", "losses.png"} <= set(
+        os.listdir(run / "figures"))
+    assert " cos_mean " in out  # the compact training line shows the recorded cosine
     # The console stays compact: fairseq's long lines are replaced by short ones.
     assert "[train] update" in out and "[valid] update" in out and "loss_en-fr" not in out
     assert all(len(line) < 200 for line in out.splitlines() if line.startswith("[")), out
