@@ -133,8 +133,9 @@ def main(argv=None):
     if len({r.update for r in records}) != len(records):
         raise SystemExit("two checkpoints have the same number of updates (checkpoint_last.pt "
                          "and its twin?): probe each update once")
-    log.replace({record.update: record.rows() for record in records})
-    print(f"wrote {sum(len(r.rows()) for r in records)} rows of {len(records)} checkpoint(s) to "
+    rows = {record.update: record.rows() for record in records}
+    log.replace(rows)
+    print(f"wrote {sum(map(len, rows.values()))} rows of {len(records)} checkpoint(s) to "
           f"{log.path} (rows of other updates kept)")
 
 

@@ -13,6 +13,7 @@ slice: the slices' matrices add up), and each recorded group sums its segments.
 import bisect
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import List, Optional, Sequence
 
 import torch
@@ -81,10 +82,15 @@ class SimilarityRecord:
     gram: torch.Tensor  # [num_groups, K, K]
     ntokens: Sequence[float]
 
+    @cached_property
+    def cosines(self):
+        """(cosines [num_groups, K, K], norms [num_groups, K]) on the CPU: one host sync
+        per record, shared by rows() and summary()."""
+        return gram_cosines(self.gram.detach().double().cpu())
+
     def rows(self) -> List[tuple]:
         """The similarity.csv rows: one per unordered pair (a before b) and group."""
-        cos, norms = gram_cosines(self.gram.double())
-        cos, norms = cos.tolist(), norms.tolist()  # one host sync
+        cos, norms = (t.tolist() for t in self.cosines)
         out = []
         k = len(self.directions)
         for g, group in enumerate(self.group_names):
@@ -100,7 +106,7 @@ class SimilarityRecord:
     def summary(self):
         """(mean cosine of the whole model over pairs, share of negative cosines over pairs
         and the recorded non-aggregate groups): the console's two numbers, whatever K."""
-        cos, _ = gram_cosines(self.gram.double())
+        cos = self.cosines[0]
         k = cos.shape[-1]
         upper = torch.triu(torch.ones(k, k, dtype=torch.bool), diagonal=1)
         model = cos[self.group_names.index("model")][upper]
