@@ -1,11 +1,18 @@
-"""Per-direction gradients written by autograd straight into one [K, P] buffer, and their
+"""Per-direction gradients written by autograd straight into rows of one buffer, and their
 combination into the update, on one worker or many (pure PyTorch, no fairseq import).
 
-Row r belongs to training direction r (the same row on every worker). Before a direction's
-backward pass every parameter's ``.grad`` is pointed at its slice of that row, so autograd
-accumulates there in place: no copy per direction, and ``--update-freq`` micro-batches of
-the same direction accumulate in the same row. A row is zeroed at its first use in an
-update; rows a worker did not use are zeroed before the exchange.
+A row belongs to the direction whose batch first used it in this update: the buffer has
+``rows`` rows (all K with --direction-batching split; min(--update-freq, K) with single,
+whose micro-batches hold one direction each), never one per direction per worker. Before a
+direction's backward pass every parameter's ``.grad`` is pointed at its slice of that row,
+so autograd accumulates there in place: no copy per direction, and ``--update-freq``
+micro-batches of the same direction accumulate in the same row. A row is zeroed when it is
+taken.
+
+The combination sees the directions present on any worker in training order (row order
+and worker count do not change the math): on one worker the rows are read where they
+are; with several, gradient_exchange.py sums each direction's rows over workers, slice by
+slice.
 """
 from typing import List, Optional, Sequence
 
@@ -24,6 +31,7 @@ class DirectionGradients:
         directions: Sequence[str],
         exchange: Optional[GradientExchange] = None,
         similarity: Optional[SimilarityGroups] = None,
+        rows: Optional[int] = None,
     ):
         params = groups.params
         kinds = {(p.dtype, p.device) for p in params}
@@ -31,31 +39,32 @@ class DirectionGradients:
             raise ValueError(f"all trainable parameters must share dtype and device, got {kinds}")
         if not directions or len(set(directions)) != len(directions):
             raise ValueError(f"training directions must be unique and at least one, got {list(directions)}")
+        rows = len(directions) if rows is None else rows
+        if not 1 <= rows <= len(directions):
+            raise ValueError(f"rows must be between 1 and the {len(directions)} directions, got {rows}")
         self.groups = groups
         self.directions: List[str] = list(directions)
+        self._number = {d: i for i, d in enumerate(self.directions)}
         self.exchange = exchange or GradientExchange(1, 0)
         # The groups whose raw cosines combine(record=True) measures (Part I).
         self.similarity = similarity or SimilarityGroups(groups)
         self.last_record: Optional[SimilarityRecord] = None
         self.device = params[0].device
         padded = self.exchange.padded_numel(groups.numel)
-        self.buffer = torch.zeros(len(directions), padded, dtype=params[0].dtype, device=self.device)
-        self._row_views = [groups.param_views(self.buffer[r, : groups.numel]) for r in range(len(directions))]
-        self._touched = [False] * len(directions)  # rows written in this update
-        self._present = [False] * len(directions)  # ... by a real batch (not a dummy one)
-        self._ntokens = [0.0] * len(directions)
-        self._losses = [0.0] * len(directions)  # float or device tensors: no host sync
+        self.buffer = torch.zeros(rows, padded, dtype=params[0].dtype, device=self.device)
+        self._row_views = [groups.param_views(self.buffer[r, : groups.numel]) for r in range(rows)]
         # Parameters that some backward pass reached in this update: the others keep
         # .grad None, as in stock fairseq (Adam does not move them).
-        self._reached = [False] * len(params)
         self._hooks = [
             p.register_post_accumulate_grad_hook(lambda _, i=i: self._reached.__setitem__(i, True))
             for i, p in enumerate(params)
         ]
+        self.reset()
 
     @property
     def capacity(self) -> int:
-        return len(self.directions)
+        """How many directions one update of this worker can hold."""
+        return self.buffer.shape[0]
 
     def close(self) -> None:
         """Remove the hooks from the parameters (before building another instance)."""
@@ -68,35 +77,57 @@ class DirectionGradients:
         return self.groups.params[0].grad is None
 
     def reset(self) -> None:
-        n = self.capacity
-        self._touched, self._present = [False] * n, [False] * n
-        self._ntokens, self._losses = [0.0] * n, [0.0] * n
+        self._row_of = {}  # direction number -> its row in this update
+        self._owner: List[int] = []  # direction number of each row taken, in row order
+        self._present: List[bool] = []  # ... written by a real batch (not only a dummy one)
+        self._ntokens: List[float] = []
+        self._losses: list = []  # floats or device tensors: no host sync
         self._reached = [False] * len(self.groups.params)
 
     def present_directions(self) -> List[str]:
-        """The directions a real batch went into since the last combine()."""
-        return [d for d, present in zip(self.directions, self._present) if present]
+        """The directions a real batch went into since the last combine(), in training order."""
+        return [self.directions[d] for d in sorted(self._row_of) if self._present[self._row_of[d]]]
 
-    def row(self, direction: str) -> int:
-        if direction not in self.directions:
+    def row(self, direction: str) -> Optional[torch.Tensor]:
+        """``direction``'s gradient in this update so far ([P], a view), or None."""
+        r = self._row_of.get(self._direction_number(direction))
+        return None if r is None else self.buffer[r, : self.groups.numel]
+
+    def _direction_number(self, direction: str) -> int:
+        if direction not in self._number:
             raise ValueError(
                 f"{direction!r} is not a training direction ({', '.join(self.directions)})"
             )
-        return self.directions.index(direction)
+        return self._number[direction]
 
     def select(self, direction: str) -> None:
-        """Route the next backward pass into ``direction``'s row."""
-        r = self.row(direction)
-        if not self._touched[r]:
+        """Route the next backward pass into ``direction``'s row (taken at first use)."""
+        d = self._direction_number(direction)
+        r = self._row_of.get(d)
+        if r is None:
+            r = len(self._owner)
+            if r == self.capacity:
+                held = ", ".join(self.directions[o] for o in self._owner)
+                raise RuntimeError(
+                    f"{direction} is direction {r + 1} of this update, but this worker keeps "
+                    f"rows for {self.capacity} ({held}): with --direction-batching single a "
+                    f"worker keeps one row per --update-freq micro-batch, each of one direction"
+                )
+            self._row_of[d] = r
+            self._owner.append(d)
+            self._present.append(False)
+            self._ntokens.append(0.0)
+            self._losses.append(0.0)
             self.buffer[r].zero_()
-            self._touched[r] = True
         for p, view in zip(self.groups.params, self._row_views[r]):
             p.grad = view
 
     def record(self, direction: str, loss, ntokens) -> None:
         """A real batch of ``direction`` went into its row (a dummy batch is not recorded):
         its summed loss and token count."""
-        r = self.row(direction)
+        r = self._row_of.get(self._direction_number(direction))
+        if r is None:
+            raise RuntimeError(f"record({direction!r}) before select({direction!r})")
         self._present[r] = True
         self._losses[r] = self._losses[r] + loss
         self._ntokens[r] += float(ntokens)
@@ -112,42 +143,48 @@ class DirectionGradients:
         self.last_record = None
         if self.groups.params[0].grad is None:  # the trainer dropped this update (OOM)
             self.reset()
-        k, p, dtype = self.capacity, self.groups.numel, math_dtype(self.buffer.dtype)
-        for r in range(k):
-            if not self._touched[r]:
-                self.buffer[r].zero_()
-        rows, start = self.exchange.reduce_rows(self.buffer, p)
-        n_groups = len(self.groups)
-        first = 0 if start is None else start  # rows hold columns [first, first + width)
-        # The Gram matrices are summed over workers, so each worker takes its share of the
-        # columns: its slice (sharded), or its chunk of the whole rows every worker holds
-        # (stacked), not all of them N times.
-        share_lo, share_hi = first, first + rows.shape[1]
-        if start is None and self.exchange.distributed:
-            chunk = -(-p // self.exchange.world_size)
-            share_lo = min(p, self.exchange.rank * chunk)
-            share_hi = min(p, share_lo + chunk)
+        exchange, p, dtype = self.exchange, self.groups.numel, math_dtype(self.buffer.dtype)
+        sent = [r for r in range(len(self._owner)) if self._present[r]]
+        labels = exchange.gather_labels([self._owner[r] for r in sent], self.capacity, self.device)
+        present = sorted(set().union(*labels))  # on any worker, in training order
+        if not present:
+            self.reset()
+            return None
+        k = len(present)
+        position = {d: i for i, d in enumerate(present)}
+        start, stop = exchange.columns(self.buffer.shape[1], p)
+        # the update; with several workers first the receive buffer of the exchange
+        combined = torch.empty(self.buffer.shape[1], dtype=self.buffer.dtype, device=self.device)
+        if exchange.distributed:  # [k, padded / N]: present direction i's summed slice
+            rows = exchange.sum_rows(self.buffer, sent, labels, present, combined)[:, : stop - start]
+            order = list(range(k))
+        else:  # the rows where they are: row order[i] is present direction i's
+            rows = self.buffer[: len(self._owner), :p]
+            order = [self._row_of[d] for d in present]
 
         def partial_gram(groups, lo, hi, count):
-            lo, hi = max(lo, share_lo), min(hi, share_hi)
+            """The Gram matrices of ``groups`` over columns [lo, hi) within this worker's
+            slice (they add up over workers), of the present directions."""
+            lo, hi = max(lo, start), min(hi, stop)
             if lo >= hi:
                 return torch.zeros(count, k, k, dtype=dtype, device=self.device)
-            return groups.gram(rows[:, lo - first : hi - first], start=lo)
+            gram = groups.gram(rows[:, lo - start : hi - start], start=lo)
+            return gram if exchange.distributed else gram[:, order][:, :, order]
 
         gram = None
-        if combiner.needs_gram:  # the part of the combiner's columns in this worker's share
-            gram = partial_gram(self.groups, *combiner.gram_columns(self.groups), n_groups)
+        if combiner.needs_gram:  # the part of the combiner's columns in this worker's slice
+            gram = partial_gram(self.groups, *combiner.gram_columns(self.groups), len(self.groups))
         sim = partial_gram(self.similarity, 0, p, len(self.similarity.names)) if record else None
-        # One small all-reduce: partial Grams (combiner's, recorded), then presence, tokens,
-        # losses per direction, then which parameters were reached.
-        losses = torch.stack([torch.as_tensor(v, dtype=dtype, device=self.device) for v in self._losses])
-        local = torch.tensor(
-            [float(x) for x in self._present] + self._ntokens + [float(x) for x in self._reached],
-            dtype=dtype, device=self.device,
-        )
+        # One small all-reduce: partial Grams (combiner's, recorded), then tokens and losses
+        # per present direction, then which parameters were reached.
+        ntokens, losses = [0.0] * k, [0.0] * k
+        for r in sent:
+            i = position[self._owner[r]]
+            ntokens[i], losses[i] = self._ntokens[r], self._losses[r]
+        losses = torch.stack([torch.as_tensor(v, dtype=dtype, device=self.device) for v in losses])
+        local = torch.tensor(ntokens + [float(x) for x in self._reached], dtype=dtype, device=self.device)
         grams = [g for g in (gram, sim) if g is not None]
-        parts = [g.flatten() for g in grams] + [local[: 2 * k], losses, local[2 * k :]]
-        stats = self.exchange.all_reduce_stats(torch.cat(parts))
+        stats = exchange.all_reduce_stats(torch.cat([g.flatten() for g in grams] + [local[:k], losses, local[k:]]))
         reduced = []
         for g in grams:
             reduced.append(stats[: g.numel()].view(g.shape))
@@ -155,34 +192,26 @@ class DirectionGradients:
         if gram is not None:
             gram = reduced.pop(0)
         if sim is not None:  # the rows were divided by N for fairseq: the record's norms are
-            sim = reduced.pop(0) * self.exchange.world_size ** 2  # those of the summed gradients
-        present, ntokens, losses, reached = stats[:k], stats[k : 2 * k], stats[2 * k : 3 * k], stats[3 * k :]
-        idx = (present > 0).nonzero().flatten().tolist() if self.exchange.distributed else [
-            r for r in range(k) if self._present[r]
-        ]
-        reached = (reached > 0).tolist() if self.exchange.distributed else self._reached
+            sim = reduced.pop(0) * exchange.world_size ** 2  # those of the summed gradients
+        ntokens, losses, reached = stats[:k], stats[k : 2 * k], (stats[2 * k :] > 0).tolist()
         self.reset()
-        if not idx:
-            return None
-        tasks = [self.directions[r] for r in idx]
-        sel = torch.tensor(idx, device=self.device)
-        ntokens = ntokens[sel]
+        tasks = [self.directions[d] for d in present]
         if sim is not None:
-            self.last_record = SimilarityRecord(
-                step + 1, tasks, self.similarity.names, sim[:, sel][:, :, sel], ntokens.tolist()
-            )
+            self.last_record = SimilarityRecord(step + 1, tasks, self.similarity.names, sim, ntokens.tolist())
         weights = combiner.weigh(
-            None if gram is None else gram[:, sel][:, :, sel], tasks, self.groups, step,
-            losses=losses[sel] / ntokens.clamp_min(1), ntokens=ntokens,  # loss per token
+            gram, tasks, self.groups, step,
+            losses=losses / ntokens.clamp_min(1), ntokens=ntokens,  # loss per token
         )
-        full_weights = torch.zeros(n_groups, k, dtype=dtype, device=self.device)
-        full_weights[:, sel] = weights.to(dtype)
-        width = self.buffer.shape[1] // self.exchange.world_size if start is not None else p
-        part = torch.empty(width, dtype=self.buffer.dtype, device=self.device)  # padding: dropped
-        if rows.shape[1] > 0:  # (more workers than columns: this worker's slice is padding)
-            self.groups.weighted_sum(rows, full_weights, out=part[: rows.shape[1]], start=first)
-        combined = self.exchange.gather(part, start, self.buffer.shape[1], p)
-        combiner.commit(torch.isfinite(combined).all())
+        row_weights = torch.zeros(len(self.groups), rows.shape[0], dtype=dtype, device=self.device)
+        row_weights[:, order] = weights.to(dtype)
+        mine = combined[start : start + self.buffer.shape[1] // exchange.world_size]
+        mine[stop - start :].zero_()  # padding
+        if stop > start:  # (more workers than columns: this worker's slice is padding)
+            self.groups.weighted_sum(rows, row_weights, out=mine[: stop - start], start=start)
+        del rows  # (the summed slices: not held while the P-vector is gathered)
+        combined = exchange.gather(combined)[:p]
+        # (one sum: a non-finite entry makes it non-finite; no temporary the size of P)
+        combiner.commit(torch.isfinite(combined.sum(dtype=torch.float64)))
         for param, view, hit in zip(self.groups.params, self.groups.param_views(combined), reached):
             param.grad = view if hit else None
         return combined

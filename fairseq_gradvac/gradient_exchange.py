@@ -1,76 +1,97 @@
 """How the per-direction gradient rows of N workers become one combined gradient, with
 exactly the math of one worker that saw every worker's batches (torch.distributed only).
 
-Every worker holds rows [K, P] (one per training direction, zeros where its batch lacked
-the direction). A combiner needs only the per-group K x K Gram matrices of the rows summed
-over workers, plus a weighted sum of those rows. The sharded exchange (default):
-1. reduce-scatter the rows: worker r holds all K summed rows of its 1/N slice of P;
-2. the partial Gram matrices of the slice, and the small per-direction statistics, go
-   through ONE all-reduce of a few kilobytes (partial Grams add up; groups cut by slice
-   boundaries are fine), so every worker computes the same combination weights;
-3. each worker forms the weighted sum of its slice; one all-gather gives the P-vector.
-Per worker a ring moves (N-1)/N (K P + P) elements, against stock DDP's all-reduce of the
-sum, 2 (N-1)/N P: (K+1)/2 times as much, where all-reducing the stacked [K, P] rows
-moves K times as much. The Gram and weighted-sum work is split N ways too.
-
-The stacked exchange (one all-reduce of [K, P], then everything on every worker) is kept
-only as the reference the tests and benchmarks compare against.
+Each worker holds rows only for the directions its own batches of this update had (S of
+them; all K with --direction-batching split, at most min(--update-freq, K) with single),
+each row a direction's gradient over the flat parameter layout, padded to N equal slices.
+A combiner needs only the per-group Gram matrices of the rows summed over workers, plus a
+weighted sum of those rows. Per update:
+1. the direction labels of every worker's rows, a few bytes, are all-gathered;
+2. one all-to-all per row index: each worker sends slice r of its s-th row to worker r
+   (a row is laid out slice by slice: nothing is staged to send);
+   worker r sums what it receives by direction into [K_present, P/N] (one round's receive
+   buffer holds one slice from each worker: P values, the memory of step 4's P-vector);
+3. the partial Gram matrices of the slice and the small per-direction statistics go through
+   ONE all-reduce of a few kilobytes (partial Grams add up; groups cut by slice boundaries
+   are fine), so every worker computes the same combination weights;
+4. each worker writes the weighted sum of its slice into its part of the P-vector; one
+   all-gather (in place) completes it.
+Per worker that moves (N-1)/N (S P + P) values, against stock DDP's ring all-reduce of the
+sum, 2 (N-1)/N P: (S+1)/2 times as much, 1.0x at S = 1 whatever K. Memory: the S rows, and
+while combining K_present P / N + P more: the summed slices, and the P-vector.
 """
-from typing import Optional, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
-
-EXCHANGES = ("sharded", "stacked")
 
 
 class GradientExchange:
     """The collectives of one worker among ``world_size`` (torch.distributed; NCCL or gloo).
 
-    Rows are divided by ``world_size`` before they are summed, as fairseq's legacy_ddp does:
+    Rows are divided by ``world_size`` after they are summed, as fairseq's legacy_ddp does:
     the trainer multiplies the update by world_size / sample_size afterwards.
     """
 
-    def __init__(self, world_size: int, rank: int, group=None, mode: str = "sharded"):
-        if mode not in EXCHANGES:
-            raise ValueError(f"unknown gradient exchange {mode!r}; choose one of {', '.join(EXCHANGES)}")
+    def __init__(self, world_size: int, rank: int, group=None):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad rank {rank} of world size {world_size}")
         self.world_size = world_size
         self.rank = rank
         self.group = group
-        self.mode = mode
 
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
 
     def padded_numel(self, numel: int) -> int:
-        """Columns of the row buffer: P rounded up to a multiple of N (equal slices)."""
-        return -(-numel // self.world_size) * self.world_size if self.mode == "sharded" else numel
+        """Columns of a row: P rounded up to a multiple of N (equal slices)."""
+        return -(-numel // self.world_size) * self.world_size
 
-    def reduce_rows(self, rows: torch.Tensor, numel: int) -> Tuple[torch.Tensor, Optional[int]]:
-        """Sum ``rows`` [K, padded P] over workers. Returns (summed rows, start): all P
-        columns and start None, or (sharded) this worker's slice of columns
-        [start, start + L) of the first ``numel``."""
-        if not self.distributed:
-            return rows[:, :numel], None
-        n, k = self.world_size, rows.shape[0]
-        if self.mode == "stacked":
-            rows.div_(n)
-            dist.all_reduce(rows, group=self.group)
-            return rows[:, :numel], None
-        width = rows.shape[1] // n
-        # [N, K, width]: the chunk for worker r is every row's slice r, contiguous.
-        chunks = torch.empty(n, k, width, dtype=rows.dtype, device=rows.device)
-        torch.div(rows.view(k, n, width).transpose(0, 1), n, out=chunks)
-        mine = torch.empty(k, width, dtype=rows.dtype, device=rows.device)
-        dist.reduce_scatter_tensor(mine, chunks.view(n * k, width), group=self.group)
+    def columns(self, padded: int, numel: int) -> Tuple[int, int]:
+        """This worker's slice [start, stop) of the first ``numel`` columns of rows of
+        ``padded`` columns (empty when there are more workers than columns)."""
+        width = padded // self.world_size
         start = self.rank * width
-        stop = min(start + width, numel)
-        if stop <= start:  # more workers than columns: this slice is all padding
-            return mine[:, :0], start
-        return mine[:, : stop - start], start
+        return start, max(start, min(start + width, numel))
+
+    def gather_labels(self, labels: Sequence[int], capacity: int, device) -> List[List[int]]:
+        """Every worker's row labels (direction numbers, in the order its rows are sent)."""
+        if not self.distributed:
+            return [list(labels)]
+        mine = torch.full((capacity,), -1, dtype=torch.int64, device=device)
+        mine[: len(labels)] = torch.tensor(list(labels), dtype=torch.int64)
+        every = torch.empty(self.world_size * capacity, dtype=torch.int64, device=device)
+        dist.all_gather_into_tensor(every, mine, group=self.group)
+        return [[d for d in row if d >= 0] for row in every.view(self.world_size, capacity).tolist()]
+
+    def sum_rows(self, rows: torch.Tensor, sent: Sequence[int], labels: List[List[int]],
+                 present: Sequence[int], received: torch.Tensor) -> torch.Tensor:
+        """This worker's slice of every present direction's row summed over workers and
+        divided by N: [len(present), padded / N], in the order of ``present``.
+
+        ``rows`` [S, padded]: this worker's rows; ``sent``: the indices of the rows it sends,
+        whose labels are ``labels[rank]``; ``labels``: every worker's (gather_labels);
+        ``received``: [padded] scratch for one slice from each worker (the P-vector that
+        gather() completes later: no buffer of its own)."""
+        n, me = self.world_size, self.rank
+        width = rows.shape[1] // n
+        position = {d: i for i, d in enumerate(present)}
+        summed = rows.new_zeros(len(present), width)
+        rounds = max(len(row) for row in labels)
+        for s in range(rounds):
+            senders = [q for q in range(n) if len(labels[q]) > s]
+            sends = s < len(sent)
+            out = received[: len(senders) * width]
+            dist.all_to_all_single(
+                out, rows[sent[s]] if sends else rows.new_empty(0),
+                output_split_sizes=[width if q in senders else 0 for q in range(n)],
+                input_split_sizes=[width if sends else 0] * n, group=self.group,
+            )
+            # in worker order, one add at a time: the same sum on every run
+            for q, chunk in zip(senders, out.view(len(senders), width)):
+                summed[position[labels[q][s]]] += chunk
+        return summed.div_(n)
 
     def all_reduce_stats(self, stats: torch.Tensor) -> torch.Tensor:
         """Sum the small per-step statistics (partial Grams, counts) over workers, in place."""
@@ -78,13 +99,10 @@ class GradientExchange:
             dist.all_reduce(stats, group=self.group)
         return stats
 
-    def gather(self, part: torch.Tensor, start: Optional[int], padded: int, numel: int) -> torch.Tensor:
-        """The combined P-vector from every worker's part (sharded), or ``part`` itself."""
-        if start is None:
-            return part
-        width = padded // self.world_size
-        mine = part.new_zeros(width)
-        mine[: part.numel()] = part
-        full = part.new_empty(padded)
-        dist.all_gather_into_tensor(full, mine, group=self.group)
-        return full[:numel]
+    def gather(self, combined: torch.Tensor) -> torch.Tensor:
+        """Complete the padded P-vector whose slice ``rank`` this worker wrote, in place."""
+        if self.distributed:
+            width = combined.numel() // self.world_size
+            mine = combined[self.rank * width : (self.rank + 1) * width]
+            dist.all_gather_into_tensor(combined, mine, group=self.group)
+        return combined

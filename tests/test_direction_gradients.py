@@ -41,9 +41,46 @@ def test_each_direction_accumulates_in_its_own_row_whatever_the_order():
         grads.select(d)
         _backward(model, xs[d])
         grads.record(d, 1.0, 5)
-    for r, d in enumerate(DIRECTIONS):
+    for d in DIRECTIONS:
         times = {"cs-en": 2, "en-fr": 2, "fr-en": 1, "en-cs": 0}[d]
-        torch.testing.assert_close(grads.buffer[r], times * expected[d])
+        if times == 0:
+            assert grads.row(d) is None  # no row is taken for a direction without a batch
+        else:
+            torch.testing.assert_close(grads.row(d), times * expected[d])
+    assert grads.present_directions() == ["en-fr", "fr-en", "cs-en"]  # training order
+
+
+def test_rows_are_taken_in_first_use_order_and_capped():
+    """A worker holds rows only for the directions of its update: with rows=2 (single
+    batches, --update-freq 2) two directions fit, a third is refused with the reason; the
+    combination is that of the directions in training order, whatever row holds which."""
+    model = _model()
+    groups = ParameterGroups.from_named_parameters(model.named_parameters(), "all_matrix")
+    grads = DirectionGradients(groups, DIRECTIONS, rows=2)
+    assert grads.buffer.shape == (2, groups.numel)
+    xs = {d: torch.randn(4, 3, generator=torch.Generator().manual_seed(i)) for i, d in enumerate(DIRECTIONS)}
+    expected = {d: _expected(model, groups, xs[d]) for d in DIRECTIONS}
+    for d in ["cs-en", "fr-en"]:  # rows 0 and 1, against training order
+        grads.select(d)
+        _backward(model, xs[d])
+        grads.record(d, 1.0, 5)
+    assert grads.buffer.data_ptr() == grads.row("cs-en").data_ptr()
+    with pytest.raises(RuntimeError, match=r"en-fr is direction 3 of this update, but this worker keeps rows for 2 \(cs-en, fr-en\)"):
+        grads.select("en-fr")
+    combiner = build_combiner("mgda")
+    combined = grads.combine(combiner, step=0)
+    assert combiner.last_report.tasks == ["fr-en", "cs-en"]
+    reference = DirectionGradients(groups, DIRECTIONS)
+    for d in ["fr-en", "cs-en"]:
+        reference.select(d)
+        _backward(model, xs[d])
+        reference.record(d, 1.0, 5)
+    torch.testing.assert_close(combined, reference.combine(build_combiner("mgda"), step=0))
+    assert combiner.last_report.weights.shape[1] == 2
+    with pytest.raises(ValueError, match="rows must be between 1 and the 4 directions"):
+        DirectionGradients(groups, DIRECTIONS, rows=5)
+    with pytest.raises(RuntimeError, match=r"record\('en-cs'\) before select"):
+        grads.record("en-cs", 1.0, 5)
 
 
 def test_absent_and_dummy_directions_are_left_out():

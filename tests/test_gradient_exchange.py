@@ -1,5 +1,7 @@
 """The distributed exchange without fairseq: N gloo processes, each with its own rows, give
-exactly the combination one process computes from the rows summed over workers."""
+exactly the combination one process computes from the rows summed over workers; with rows
+for every direction (split batches) or for a few (single-direction batches), within the
+memory bound (S + K/N + 1) P per worker, read from the allocations the code makes."""
 import os
 import pickle
 
@@ -12,17 +14,25 @@ from fairseq_gradvac.analysis.similarity import SimilarityGroups
 from fairseq_gradvac.direction_gradients import DirectionGradients
 from fairseq_gradvac.gradient_exchange import GradientExchange
 from fairseq_gradvac.surgery import ParameterGroups, build_combiner
+from allocations import peak_bytes
 
 DIRECTIONS = ["en-fr", "fr-en", "en-cs", "cs-en", "en-hi"]
-SIZES = [(7, 3), (13,), (5, 5), (31,), (2, 9), (11,)]
-P = 119  # neither 2 nor 3 divides it
+SIZES = [(7, 3), (13,), (50, 50), (31,), (2, 9), (21418,)]
+P = 24001  # neither 2 nor 3 divides it; rows large next to the K x K statistics
 METHODS = [("gradvac", {"beta": 0.3}), ("pcgrad", {}), ("mgda", {}), ("gradnorm", {}), ("sum", {})]
 STEPS = 4
+ROWS = (len(DIRECTIONS), 2)  # rows for every direction (split batches), or for two (single)
 
 
-def _present(step, rank, world):
+def _present(step, rank, world, rows=len(DIRECTIONS)):
     """Which directions rank ``rank`` has at ``step``: en-hi on no rank at step 0, cs-en on
-    rank 0 only at step 1, every direction somewhere at step 2, rank 1 none at step 3."""
+    rank 0 only at step 1, every direction somewhere at step 2, rank 1 none at step 3; with
+    ``rows`` < K (single-direction batches) its first ``rows`` of those, turned by rank so
+    that ranks hold different directions."""
+    if rows < len(DIRECTIONS):
+        mine = _present(step, rank, world)
+        turn = rank % len(mine) if mine else 0
+        return sorted((mine[turn:] + mine[:turn])[:rows], key=DIRECTIONS.index)
     if step == 0:
         return [d for d in DIRECTIONS if d != "en-hi"]
     if step == 1:
@@ -60,7 +70,7 @@ def _worker(rank, world, init, out):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     torch.set_num_threads(1)
     calls = {}
-    for name in ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor"):
+    for name in ("all_reduce", "all_to_all_single", "all_gather_into_tensor"):
         original = getattr(dist, name)
 
         def counted(*args, _name=name, _original=original, **kwargs):
@@ -69,34 +79,39 @@ def _worker(rank, world, init, out):
 
         setattr(dist, name, counted)
     results = {}
-    for (method, kwargs), mode in [(m, mode) for mode in ("sharded", "stacked") for m in METHODS]:
+    for (method, kwargs), rows in [(m, rows) for rows in ROWS for m in METHODS]:
         params = _params()
-        grads = DirectionGradients(_groups(params), DIRECTIONS, GradientExchange(world, rank, None, mode))
+        grads = DirectionGradients(_groups(params), DIRECTIONS, GradientExchange(world, rank), rows=rows)
         combiner = build_combiner(method, **kwargs)
-        outs, records = [], []
+        outs, records, peaks = [], [], []
         calls.clear()
         for step in range(STEPS):
             for p in params:
                 p.grad = None  # the trainer's zero_grad
             grads.reset()
-            for d in _present(step, rank, world):
+            for d in _present(step, rank, world, rows):
                 grads.select(d)
                 _backward(params, _grads(step, rank, d))
                 grads.record(d, torch.tensor(1.0 + DIRECTIONS.index(d) + rank), 10 + rank)
-            if rank == 0 and step == 2:  # a dummy batch: zeros, not recorded
+            if rank == 0 and step == 2 and rows == len(DIRECTIONS):  # a dummy batch: zeros, not recorded
                 grads.select("en-hi")
                 _backward(params, torch.zeros(P, dtype=torch.float64))
-            combined = grads.combine(combiner, step, record=step % 2 == 1)  # joins the all-reduce
+            # (the record joins the all-reduce)
+            # row storage: allocations of half a worker's slice or more (not the K x K statistics)
+            peak, combined = peak_bytes(lambda: grads.combine(combiner, step, record=step % 2 == 1),
+                                        at_least=P // world // 2 * 8)
+            peaks.append(peak)
             outs.append(None if combined is None else combined.clone())
             record = grads.last_record
             records.append(None if record is None else (record.update, record.directions, record.gram.clone()))
-        results[method, mode] = (outs, combiner.state_dict(), dict(calls), records)
+        results[method, rows] = (outs, combiner.state_dict(), dict(calls), records, peaks,
+                                 grads.buffer.numel() * grads.buffer.element_size())
     with open(os.path.join(out, f"{rank}.pkl"), "wb") as f:
         pickle.dump(results, f)
     dist.destroy_process_group()
 
 
-def _reference(world):
+def _reference(world, rows):
     """One process: the rows summed over workers, combined by the engine directly."""
     results = {}
     params = _params()
@@ -105,13 +120,13 @@ def _reference(world):
         combiner = build_combiner(method, **kwargs)
         outs, records = [], []
         for step in range(STEPS):
-            per_rank = {r: _present(step, r, world) for r in range(world)}
+            per_rank = {r: _present(step, r, world, rows) for r in range(world)}
             tasks = [d for d in DIRECTIONS if any(d in v for v in per_rank.values())]
             if not tasks:
                 outs.append(None)
                 records.append(None)
                 continue
-            rows = torch.stack([
+            summed = torch.stack([
                 sum(_grads(step, r, d) for r in range(world) if d in per_rank[r]) for d in tasks
             ]) / world  # fairseq's convention: the trainer multiplies by world / sample size
             losses = torch.tensor([
@@ -120,9 +135,9 @@ def _reference(world):
             ntokens = torch.tensor([
                 float(sum(10 + r for r in range(world) if d in per_rank[r])) for d in tasks
             ])
-            outs.append(combiner.combine(rows, tasks, groups, step, losses=losses / ntokens, ntokens=ntokens))
+            outs.append(combiner.combine(summed, tasks, groups, step, losses=losses / ntokens, ntokens=ntokens))
             # the record: Gram matrices of the summed rows (one worker's scale, not / world)
-            records.append((step + 1, tasks, SimilarityGroups(groups).gram(rows * world)) if step % 2 == 1 else None)
+            records.append((step + 1, tasks, SimilarityGroups(groups).gram(summed * world)) if step % 2 == 1 else None)
         results[method] = (outs, combiner.state_dict(), records)
     return results
 
@@ -137,11 +152,10 @@ def _run(world, tmp_path):
 @pytest.mark.parametrize("world", [2, 3])
 def test_exchange_equals_one_worker_on_the_summed_rows(world, tmp_path):
     ranks = _run(world, tmp_path)
-    reference = _reference(world)
-    for (method, _), mode in [(m, mode) for mode in ("sharded", "stacked") for m in METHODS]:
-        expected_outs, expected_state, expected_records = reference[method]
+    for (method, _), rows in [(m, rows) for rows in ROWS for m in METHODS]:
+        expected_outs, expected_state, expected_records = _reference(world, rows)[method]
         for rank, results in enumerate(ranks):
-            outs, state, calls, records = results[method, mode]
+            outs, state, calls, records, peaks, buffer_bytes = results[method, rows]
             # the raw-cosine record (steps 1 and 3): the Gram matrices of the summed rows
             for record, expected in zip(records, expected_records):
                 assert (record is None) == (expected is None)
@@ -153,29 +167,33 @@ def test_exchange_equals_one_worker_on_the_summed_rows(world, tmp_path):
                     assert out is None, (method, step)
                     continue
                 torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6 * expected.abs().max().item(),
-                                           msg=f"{method} {mode} rank {rank} step {step}")
+                                           msg=f"{method} rows {rows} rank {rank} step {step}")
             assert state["task_names"] == expected_state["task_names"]
             for key, value in expected_state.items():
                 if isinstance(value, torch.Tensor):
                     torch.testing.assert_close(state[key], value, rtol=1e-6, atol=1e-6, msg=f"{method} {key}")
-                    assert torch.equal(state[key], ranks[0][method, mode][1][key])  # identical on every rank
-            # per update: sharded = reduce-scatter + one small all-reduce + all-gather
-            if mode == "sharded":
-                assert calls == {"reduce_scatter_tensor": STEPS, "all_reduce": STEPS,
-                                 "all_gather_into_tensor": STEPS}, calls
-            else:
-                assert calls == {"all_reduce": 2 * STEPS}, calls
+                    assert torch.equal(state[key], ranks[0][method, rows][1][key])  # identical on every rank
+            # per update: the labels' all-gather, one all-to-all per row index (the most
+            # rows a worker sends), one small all-reduce, the all-gather of the P-vector
+            rounds = sum(max(len(_present(step, r, world, rows)) for r in range(world)) for step in range(STEPS))
+            assert calls == {"all_gather_into_tensor": 2 * STEPS, "all_to_all_single": rounds,
+                             "all_reduce": STEPS}, calls
+            # memory: this worker's S rows, then at most K/N + 1 rows' worth while combining
+            padded = -(-P // world) * world
+            assert buffer_bytes == rows * padded * 8
+            assert max(peaks) <= (len(DIRECTIONS) / world + 1) * padded * 8, (method, rows, peaks, padded)
     # the cases happened: a direction on no rank, on one rank only, a rank with nothing
     assert "en-hi" not in sum((_present(0, r, world) for r in range(world)), [])
     assert sum("cs-en" in _present(1, r, world) for r in range(world)) == 1
     assert _present(3, 1, world) == []
+    assert any(set(_present(s, 0, world, 2)) ^ set(_present(s, 1, world, 2)) for s in range(STEPS))
+    reference = _reference(world, len(DIRECTIONS))
     assert reference["mgda"][0][0] is not None and reference["gradvac"][1]["phi_hat"].abs().sum() > 0
 
 
 def test_bad_exchange_arguments():
-    with pytest.raises(ValueError, match="unknown gradient exchange"):
-        GradientExchange(2, 0, None, "ring")
     with pytest.raises(ValueError, match="bad rank"):
         GradientExchange(2, 2)
     assert GradientExchange(4, 0).padded_numel(123) == 124
-    assert GradientExchange(4, 0, mode="stacked").padded_numel(123) == 123
+    assert GradientExchange(4, 3).columns(124, 123) == (93, 123)
+    assert GradientExchange(8, 7).columns(8, 5) == (7, 7)  # more workers than columns

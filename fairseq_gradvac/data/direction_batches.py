@@ -1,14 +1,26 @@
-"""Training minibatches split by translation direction.
+"""Training minibatches by translation direction (``--direction-batching``).
 
 fairseq's multilingual datasets collate rows of all directions into one batch and forget
 which row came from which direction; the per-direction gradients need them apart. The
 sampled dataset's items carry their sub-dataset index, and so their direction; fairseq's
 own mixed-batch collater applied to one direction's rows gives exactly the rows, padding
 side and language tokens of the stock batch, one batch per direction.
+
+- ``split``: fairseq's mixed minibatches, each collated into one batch per direction it
+  holds (K forward/backward passes on 1/K of the batch each).
+- ``single``: every minibatch holds one direction only: fairseq's own ``batch_by_size``
+  (--max-tokens, --batch-size, --required-batch-size-multiple, length order) within each
+  direction's temperature-sampled indices; fairseq's epoch iterator then shuffles the
+  batches and deals them to workers as always. Every pass is a full-size batch, and an
+  update's directions are those its --update-freq x N batches drew (Algorithm 1, line 6).
 """
 from collections import OrderedDict
 
+import numpy as np
+from fairseq.data import FairseqDataset
 from fairseq.data.multilingual import sampled_multi_dataset, sampled_multi_epoch_dataset
+
+DIRECTION_BATCHING = ("split", "single")
 
 
 def direction_of(key) -> str:
@@ -36,6 +48,39 @@ def _collate_by_direction(self, samples, **extra_args):
     )
 
 
+def direction_numbers(dataset, indices) -> np.ndarray:
+    """The direction of each of ``dataset``'s (epoch) ``indices``, as its number in the
+    dataset's directions (its keys' directions, in order of first appearance)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if isinstance(dataset, sampled_multi_epoch_dataset.SampledMultiEpochDataset):
+        indices = dataset._random_global_indices[dataset._current_epoch_start_index + indices]
+    sub_dataset = np.searchsorted(dataset.cumulated_sizes, indices, side="right")  # bisect_right
+    directions = list(dict.fromkeys(direction_of(k) for k in dataset.keys))
+    number = np.array([directions.index(direction_of(k)) for k in dataset.keys], dtype=np.int64)
+    return number[sub_dataset]
+
+
+def _batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+    """fairseq's batches (split), or fairseq's batching within each direction (single)."""
+    def stock(*args):  # (neither sampled dataset overrides FairseqDataset's)
+        return FairseqDataset.batch_by_size(self, *args)
+
+    if self.direction_batching == "split":
+        return stock(indices, max_tokens, max_sentences, required_batch_size_multiple)
+    indices = np.asarray(indices, dtype=np.int64)
+    numbers = direction_numbers(self, indices)
+    batches = []
+    for number in np.unique(numbers):  # in length order within the direction, as fairseq sorted
+        mine = indices[numbers == number]
+        own = stock(mine, max_tokens, max_sentences, required_batch_size_multiple)
+        # fairseq drops a last batch that is not a multiple of --required-batch-size-multiple
+        # (up to multiple - 1 of the longest sentences, once per epoch); once per direction
+        # that would cost every direction its longest sentences, a small one most: kept
+        kept = sum(len(b) for b in own)
+        batches += own + ([mine[kept:]] if kept < len(mine) else [])
+    return batches
+
+
 # fairseq seeds each epoch's sampling with a hash of the dataset's class name
 # (SampledMultiDataset._establish_virtual_datasets, SampledMultiEpochDataset._next_global_indices):
 # the subclasses keep fairseq's names so every epoch samples what the stock task samples, and a
@@ -43,10 +88,14 @@ def _collate_by_direction(self, samples, **extra_args):
 # Single inheritance: CPython only lets __class__ change between identical layouts.
 class SampledMultiDataset(sampled_multi_dataset.SampledMultiDataset):
     collater = _collate_by_direction
+    batch_by_size = _batch_by_size
+    direction_batching = "split"
 
 
 class SampledMultiEpochDataset(sampled_multi_epoch_dataset.SampledMultiEpochDataset):
     collater = _collate_by_direction
+    batch_by_size = _batch_by_size
+    direction_batching = "split"
 
 
 _SPLIT_CLASS = {
@@ -55,15 +104,18 @@ _SPLIT_CLASS = {
 }
 
 
-def batch_by_direction(dataset):
-    """Make ``dataset`` (as built by fairseq's data manager) collate one batch per direction.
+def batch_by_direction(dataset, mode="split"):
+    """Make ``dataset`` (as built by fairseq's data manager) collate one batch per direction,
+    and with ``mode`` single also batch one direction at a time.
 
-    Only the collater changes; sampling, ordering and batching stay fairseq's own.
+    Sampling and ordering stay fairseq's own, and so does batching within a direction.
     """
+    if mode not in DIRECTION_BATCHING:
+        raise ValueError(f"unknown direction batching {mode!r}; choose one of {', '.join(DIRECTION_BATCHING)}")
     cls = _SPLIT_CLASS.get(type(dataset))
-    if cls is None:
-        if type(dataset) in _SPLIT_CLASS.values():
-            return dataset
+    if cls is None and type(dataset) not in _SPLIT_CLASS.values():
         raise TypeError(f"cannot split batches of a {type(dataset).__name__} by direction")
-    dataset.__class__ = cls
+    if cls is not None:
+        dataset.__class__ = cls
+    dataset.direction_batching = mode
     return dataset

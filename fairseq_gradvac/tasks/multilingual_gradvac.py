@@ -3,9 +3,10 @@ training step computes one gradient per translation direction and combines them.
 
 Data, dictionaries, language tokens, sampling and inference are fairseq's
 ``translation_multi_simple_epoch``; this task only
-1. collates each training minibatch into one batch per direction (data/direction_batches.py),
+1. collates each training minibatch into one batch per direction, or with
+   ``--direction-batching single`` batches one direction at a time (data/direction_batches.py),
 2. runs the stock forward/backward once per direction, into that direction's row of a
-   [K, P] buffer (direction_gradients.py),
+   buffer of per-direction rows (direction_gradients.py),
 3. combines the rows with the chosen method (surgery/) when the trainer reaches its
    gradient all-reduce point, after the last ``--update-freq`` micro-batch and before the
    gradients are rescaled, clipped and applied; with several workers the rows are summed
@@ -29,9 +30,9 @@ from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleE
 from .. import checkpoints
 from ..analysis import similarity
 from ..analysis.csv_log import CsvLog
-from ..data.direction_batches import batch_by_direction
+from ..data.direction_batches import DIRECTION_BATCHING, batch_by_direction
 from ..direction_gradients import DirectionGradients
-from ..gradient_exchange import EXCHANGES, GradientExchange
+from ..gradient_exchange import GradientExchange
 from ..surgery import GRANULARITIES, ParameterGroups, available_combiners, build_combiner
 
 logger = logging.getLogger(__name__)
@@ -92,10 +93,13 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                                 "parameter name, e.g. decoder.layers.0 (default: the last decoder "
                                 "layer, the last shared layer as in Chen et al.); the weights "
                                 "apply to the whole gradients whatever --combine-granularity")
-        group.add_argument("--gradient-exchange", default="sharded", choices=EXCHANGES,
-                           help="with several workers: sharded (reduce-scatter the per-direction "
-                                "rows, combine each slice, all-gather; (K+1)/2 times stock DDP's "
-                                "traffic) or stacked (all-reduce all K rows: the reference)")
+        group.add_argument("--direction-batching", default="split", choices=DIRECTION_BATCHING,
+                           help="split: fairseq's mixed minibatches, each split into one batch per "
+                                "direction (K passes of 1/K of the batch; every worker keeps K "
+                                "rows); single: every minibatch holds one direction (full-size "
+                                "passes; a worker keeps min(--update-freq, K) rows, and with N "
+                                "workers the exchange sends (S+1)/2 times stock DDP's bytes, S "
+                                "the rows a worker holds: 1.0x at --update-freq 1)")
         group = parser.add_argument_group("gradient similarity (fairseq_gradvac, Part I)")
         group.add_argument("--similarity-interval", type=int, default=0, metavar="N",
                            help="every N updates, write the raw cosine of every pair of "
@@ -134,8 +138,8 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         """Every training direction once: --lang-pairs, then those only in --extra-lang-pairs.
 
         The order of fairseq's training datasets; a direction's rows from all of its
-        datasets form one batch (data/direction_batches.py), and row r of the
-        per-direction gradients is direction r on every worker.
+        datasets form one batch (data/direction_batches.py), and the combiners see the
+        directions present in an update in this order, on every worker.
         """
         split = getattr(self.args, "train_subset", "train")
         return list(dict.fromkeys(f"{src}-{tgt}" for _, _, src, tgt in self._datasets(split)))
@@ -202,7 +206,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             for key, sub in zip(dataset.keys, dataset.datasets):
                 if len(sub) == 0:
                     raise ValueError(f"training direction {key} has no examples in {split}")
-            batch_by_direction(dataset)
+            batch_by_direction(dataset, self.args.direction_batching)
 
     def build_model(self, args, from_checkpoint=False):
         model = super().build_model(args, from_checkpoint)
@@ -242,7 +246,6 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                     distributed_utils.get_data_parallel_world_size(),
                     distributed_utils.get_data_parallel_rank(),
                     distributed_utils.get_data_parallel_group(),
-                    self.args.gradient_exchange,
                 )
             else:
                 exchange = GradientExchange(1, 0)
@@ -254,9 +257,13 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 atexit.register(_destroy_process_group)
             if self._grads is not None:
                 self._grads.close()
+            directions = self.training_directions
+            rows = len(directions)
+            if self.args.direction_batching == "single":  # one direction per micro-batch
+                rows = min(rows, max(getattr(self.args, "update_freq", None) or [1]))
             self._grads = DirectionGradients(
-                groups, self.training_directions, exchange,
-                similarity.SimilarityGroups(groups, self.args.similarity_granularity),
+                groups, directions, exchange,
+                similarity.SimilarityGroups(groups, self.args.similarity_granularity), rows=rows,
             )
             self._grads_model = model
             # The trainer calls model.all_reduce_grads() (through the optimizer) after the
@@ -268,9 +275,9 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 f"{self.combiner.name} on {len(groups)} parameter groups "
                 f"({self.args.combine_granularity}), {groups.numel:,} parameters "
                 f"({str(groups.params[0].dtype).replace('torch.', '')} rows), "
-                f"{self._grads.capacity} directions"
-                + (f", {exchange.mode} exchange over {exchange.world_size} workers"
-                   if exchange.distributed else "")
+                f"{len(directions)} directions, {self.args.direction_batching} batches, "
+                f"rows for {rows} per worker"
+                + (f", exchanged over {exchange.world_size} workers" if exchange.distributed else "")
             )
         return self._grads
 
