@@ -90,21 +90,26 @@ def assert_same_run(one_dir, two_dir, atol=1e-5):
     return one, two
 
 
-@pytest.mark.parametrize("method,granularity", [
-    ("sum", "all_layer"), ("pcgrad", "all_layer"), ("gradvac", "all_layer"),
-    ("gradvac", "whole_model"), ("mgda", "whole_model"), ("gradnorm", "all_layer"),
+@pytest.mark.parametrize("method,granularity,batching", [
+    ("sum", "all_layer", "split"), ("pcgrad", "all_layer", "split"), ("gradvac", "all_layer", "split"),
+    ("gradvac", "whole_model", "split"), ("mgda", "whole_model", "split"), ("gradnorm", "all_layer", "split"),
+    ("sum", "all_layer", "single"), ("pcgrad", "all_layer", "single"), ("gradvac", "all_layer", "single"),
+    ("mgda", "whole_model", "single"), ("gradnorm", "all_layer", "single"),
 ])
-def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, method, granularity):
+def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, method, granularity, batching):
     # 18 updates: epoch 1 has 18 batches (9 updates), epoch 2 has 17: its last update gives
     # one rank a dummy batch. SGD at lr 0.1: at 0.5 the runs' float rounding (the rows are
-    # summed in another order) grew to 2.3e-5 in 18 updates with pcgrad.
+    # summed in another order) grew to 2.3e-5 in 18 updates with pcgrad. Single-direction
+    # batches: each worker holds one row, the one worker two; at 260 tokens their epochs
+    # have 16 and 19 batches.
     extra = ("--max-update", "18", "--gradient-combiner", method, "--combine-granularity", granularity,
-             "--lr", "0.1", "--similarity-interval", "4")
+             "--lr", "0.1", "--similarity-interval", "4", "--direction-batching", batching,
+             "--max-tokens", "260" if batching == "single" else "200")
     trace = str(tmp_path / "trace")
     logs = two_workers(corpus, str(tmp_path / "two"), *extra, trace=trace)
     one_worker(corpus, str(tmp_path / "one"), *extra, trace=str(tmp_path / "reference"))
     one, _ = assert_same_run(tmp_path / "one", tmp_path / "two")
-    assert "sharded exchange over 2 workers" in logs[0]
+    assert f"{batching} batches, rows for {1 if batching == 'single' else 4} per worker, exchanged over 2 workers" in logs[0]
     rows = read_trace(trace)
     by_update = {}
     for row in rows:
@@ -208,3 +213,27 @@ def test_other_ddp_backends_are_refused(corpus):
         tasks.setup_task(args)
     args.ddp_backend = "legacy_ddp"
     assert tasks.setup_task(args).combiner.name == "gradvac"
+
+
+@pytest.fixture(scope="module")
+def corpus50(tmp_path_factory):
+    from fairseq_gradvac.data import synthetic_corpus
+
+    return synthetic_corpus.build(str(tmp_path_factory.mktemp("k50")), directions=50, rows=60, min_rows=12)
+
+
+def test_fifty_directions_on_two_workers_equal_one_worker(corpus50, tmp_path):
+    """K = 50 through real fairseq-train on 2 gloo workers, single-direction batches: each
+    worker holds one row (not 50), and the run is the one worker's with --update-freq 2."""
+    extra = ("--max-update", "6", "--gradient-combiner", "gradvac", "--direction-batching", "single",
+             "--lr", "0.1", "--max-tokens", "300")
+    trace = str(tmp_path / "trace")
+    logs = two_workers(corpus50, str(tmp_path / "two"), *extra, trace=trace)
+    one_worker(corpus50, str(tmp_path / "one"), *extra, trace=str(tmp_path / "reference"))
+    one, _ = assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert "50 directions, single batches, rows for 1 per worker, exchanged over 2 workers" in logs[0]
+    rows = read_trace(trace)
+    assert len(rows) == 12 and all(len(r["directions"]) <= 1 for r in rows)
+    met = {d for r in rows for d in r["directions"]}
+    assert len(met) > 6  # many directions met, each its own GradVac targets
+    assert set(one["task_state"]["combiner"]["task_names"]) == met
