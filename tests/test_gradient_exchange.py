@@ -4,6 +4,7 @@ for every direction (split batches) or for a few (single-direction batches), wit
 memory bound (S + K/N + 1) P per worker, read from the allocations the code makes."""
 import os
 import pickle
+import sys
 
 import pytest
 import torch
@@ -14,7 +15,9 @@ from fairseq_gradvac.analysis.similarity import SimilarityGroups
 from fairseq_gradvac.direction_gradients import DirectionGradients
 from fairseq_gradvac.gradient_exchange import GradientExchange
 from fairseq_gradvac.surgery import ParameterGroups, build_combiner
-from allocations import peak_bytes
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from allocations import peak_bytes  # noqa: E402  (shared with benchmarks/distributed.py)
 
 DIRECTIONS = ["en-fr", "fr-en", "en-cs", "cs-en", "en-hi"]
 SIZES = [(7, 3), (13,), (50, 50), (31,), (2, 9), (21418,)]

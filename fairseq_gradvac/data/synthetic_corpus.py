@@ -24,11 +24,12 @@ def language(i: int) -> str:
 
 
 def build(root: str, directions: int = 50, rows: int = 200, min_rows: int = 20, n_valid: int = 10,
-          min_len: int = 3, max_len: int = 12, seed: int = 0) -> dict:
+          min_len: int = 3, max_len: int = 12, vocab: int = 0, seed: int = 0) -> dict:
     """Write ``root``/bin (fairseq's binary files and dictionaries) and ``root``/langs.txt.
 
     ``directions`` must be even (en-xx and xx-en per language); the first pair gets ``rows``
-    training rows, the last ``min_rows``. Returns the paths and the directions, as
+    training rows, the last ``min_rows``; ``vocab`` pads the dictionary with unused words to
+    that size (a benchmark's model shape). Returns the paths and the directions, as
     tests/tiny_corpus.build does."""
     from fairseq.data import Dictionary, indexed_dataset
 
@@ -42,7 +43,8 @@ def build(root: str, directions: int = 50, rows: int = 200, min_rows: int = 20, 
     dictionary = Dictionary()
     for w in range(WORDS):
         dictionary.add_symbol(f"w{w}")
-    dictionary.finalize()
+    for u in range(max(0, vocab - len(dictionary) - len(langs))):  # (+ fairseq's language tokens)
+        dictionary.add_symbol(f"u{u}")
     for lang in langs:
         dictionary.save(os.path.join(binary, f"dict.{lang}.txt"))
     perm = {lang: list(range(WORDS)) for lang in langs}
