@@ -175,21 +175,23 @@ def model_argv(corpus, shape, task, max_tokens):
     ]
 
 
-def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens):
+def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens, batching="split"):
     from fairseq import options
 
     argv = model_argv(corpus, shape, task, max_tokens)
     if combiner is not None:
-        argv += ["--gradient-combiner", combiner, "--combine-granularity", granularity]
+        argv += ["--gradient-combiner", combiner, "--combine-granularity", granularity,
+                 "--direction-batching", batching]
     return options.parse_args_and_arch(options.get_training_parser(), argv)
 
 
 class Variant:
-    def __init__(self, label, corpus, shape, task_name, combiner, granularity, max_tokens, device):
+    def __init__(self, label, corpus, shape, task_name, combiner, granularity, max_tokens, device,
+                 batching="split"):
         from fairseq import optim, tasks
 
         self.label = label
-        self.args = fairseq_args(corpus, shape, task_name, combiner, granularity, max_tokens)
+        self.args = fairseq_args(corpus, shape, task_name, combiner, granularity, max_tokens, batching)
         self.task = tasks.setup_task(self.args)
         torch.manual_seed(1)  # every variant starts from the same weights
         self.model = self.task.build_model(self.args).to(device)
@@ -320,6 +322,63 @@ def print_table(size, rows, note):
         print(f"  {label:<20} {ms:>19.1f} {ratio:>14.3f}x {kernel:>10.0f}")
     print("  (ratio: median of the per-rep ratios; kernel: system CPU time of the update, "
           "mostly page faults of fresh allocations)")
+
+
+# --------------------------------------------------------------------------- many directions
+def full_batches(task, max_tokens, device, n, seed=0):
+    """n of fairseq's batches of ``task`` filled to at least 80% of --max-tokens, collated
+    as the task trains on them (mixed, or one batch per direction)."""
+    from fairseq import utils
+    from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
+
+    task.load_dataset("train")
+    dataset = task.datasets["train"]
+    batches = dataset.batch_by_size(dataset.ordered_indices(), max_tokens=max_tokens, required_batch_size_multiple=8)
+    full = [b for b in batches if len(b) * max(dataset.num_tokens(int(i)) for i in b) > 0.8 * max_tokens]
+    random.Random(seed).shuffle(full)
+    move = utils.move_to_cuda if device.type == "cuda" else (lambda x: x)
+    collate = SampledMultiDataset.collater if task.__class__.__name__ == "TranslationMultiSimpleEpochTask" else type(dataset).collater
+    return [move(collate(dataset, [dataset[int(i)] for i in b])) for b in full[:n]]
+
+
+def bench_directions(k, shape, args, device, sync):
+    """Time per target token at K directions: stock (one mixed batch), split (the same batch,
+    one pass per direction) and single (a batch of one direction), all GradVac all_layer,
+    each update one batch of up to --max-tokens."""
+    from fairseq_gradvac.data import synthetic_corpus
+
+    root = os.path.join(args.workdir_path, f"k{k}-vocab{shape['vocab']}")
+    corpus = synthetic_corpus.build(root, directions=k, rows=2000, min_rows=200, min_len=12, max_len=36,
+                                    vocab=shape["vocab"])
+    variants = [
+        Variant("stock", corpus, shape, "translation_multi_simple_epoch", None, None, args.max_tokens, device),
+        Variant("split", corpus, shape, "multilingual_gradvac", "gradvac", "all_layer", args.max_tokens, device),
+        Variant("single", corpus, shape, "multilingual_gradvac", "gradvac", "all_layer", args.max_tokens, device,
+                batching="single"),
+    ]
+    batches = {v.label: full_batches(v.task, args.max_tokens, device, args.batches) for v in variants}
+    per_batch = statistics.mean(len(b) for b in batches["split"])
+    print(f"\nK={k}: {len(batches['stock'])} batches per variant of ~{batches['stock'][0]['ntokens']} target "
+          f"tokens; a split batch holds {per_batch:.1f} directions on average", flush=True)
+    for v in variants:
+        v.update(batches[v.label][0], sync)  # warm-up
+    rng = random.Random(1)
+
+    def run_rep(i):
+        order = list(variants)
+        rng.shuffle(order)
+        out = {}
+        for v in order:
+            batch = batches[v.label][i % len(batches[v.label])]
+            tokens = batch["ntokens"] if v.label == "stock" else sum(b["ntokens"] for b in batch.values())
+            seconds, foreign = v.update(batch, sync)
+            out[v.label] = (seconds * 1000 / tokens, foreign)  # (printed as ms per 1,000 tokens)
+        return {v.label: out[v.label] for v in variants}
+
+    done, quiet = quiet_reps(run_rep, args.reps, args.max_reps, args.quiet, label=f"K={k} per 1,000 tokens, rep")
+    used = quiet if len(quiet) >= min(3, args.reps) else done
+    return [(v.label, statistics.median(r[v.label][0] for r in used) * 1e3,
+             statistics.median(r[v.label][0] / r["stock"][0] for r in used)) for v in variants], len(used), len(done)
 
 
 # --------------------------------------------------------------------------- profile
@@ -488,6 +547,9 @@ def main():
     parser.add_argument("--profile-reps", type=int, default=3, help="quiet updates per phase breakdown")
     parser.add_argument("--profile-ops", type=int, default=16, help="ops listed in the torch.profiler diff")
     parser.add_argument("--workdir", default=None, help="keep the generated corpora here (default: a temp dir)")
+    parser.add_argument("--directions", default=None, metavar="K,K,...",
+                        help="instead: time per target token of stock, split and single-direction "
+                             "batches at each K (synthetic corpora; the first of --sizes)")
     args = parser.parse_args()
     names = {v[0].split()[0]: v[0] for v in VARIANTS[1:]}
     unknown = {v.strip() for v in args.variants.split(",")} - set(names)
@@ -520,6 +582,27 @@ def main():
           + f"; times: {'wall clock' if args.clock == 'wall' else 'process CPU time'}")
     print("command: python " + " ".join(sys.argv))
     workdir = args.workdir or tempfile.mkdtemp(prefix="step_overhead_")
+    if args.directions:
+        args.workdir_path = workdir
+        size = sizes[0]
+        reps = args.reps or default_reps[size]
+        run_args = argparse.Namespace(**{**vars(args), "reps": reps, "max_reps": args.max_reps or 3 * reps})
+        shape = SIZES[size]
+        try:
+            table = [(k, bench_directions(k, shape, run_args, device, sync)) for k in map(int, args.directions.split(","))]
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+        print(f"\nsummary: {size} (d={shape['dim']}, {shape['layers']}+{shape['layers']} layers, vocabulary "
+              f"{shape['vocab']}), --max-tokens {args.max_tokens}, GradVac all_layer; microseconds per "
+              "target token (median), ratio to stock per token (median of per-rep ratios)")
+        print("| K | stock us/token | split us/token | x stock | single us/token | x stock | reps |")
+        print("|---:|---:|---:|---:|---:|---:|---|")
+        for k, (rows, used, done) in table:
+            r = {label: (us, ratio) for label, us, ratio in rows}
+            print(f"| {k} | {r['stock'][0]:.1f} | {r['split'][0]:.1f} | {r['split'][1]:.3f} | "
+                  f"{r['single'][0]:.1f} | {r['single'][1]:.3f} | {used} of {done} |")
+        return
     results = {}
     try:
         for size in sizes:

@@ -26,6 +26,14 @@ def test_step_overhead_benchmark_times_the_chosen_variants():
     assert "stock" in summary and "gradvac all_layer" in summary and "pcgrad" not in summary
 
 
+def test_step_overhead_benchmark_times_tokens_at_several_numbers_of_directions():
+    out = _run("benchmarks/step_overhead.py", "--quick", "--directions", "4,8", "--threads", "1", "--reps", "1")
+    table = [line.split("|") for line in out[out.index("summary"):].splitlines() if line.startswith("| ")]
+    assert [row[1].strip() for row in table[2:]] == ["4", "8"]
+    for row in table[2:]:
+        assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[6]) > 0  # ratios of real timings
+
+
 def test_step_overhead_benchmark_refuses_an_unknown_variant():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "benchmarks/step_overhead.py", "--quick", "--variants", "gradvax"],
