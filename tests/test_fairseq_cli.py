@@ -2,7 +2,6 @@
 import json
 import csv
 import os
-import re
 import shutil
 
 import pytest
@@ -149,6 +148,25 @@ def test_a_run_killed_in_epoch_2_continues_exactly(corpus, uninterrupted_run, tm
     for key, value in uninterrupted_run["model"].items():
         assert torch.equal(resumed["model"][key], value), key
     _assert_equal_states(resumed["task_state"], uninterrupted_run["task_state"])
+
+
+def test_single_direction_batches_resume_exactly_inside_an_epoch(corpus, tmp_path):
+    """--direction-batching single, two micro-batches per update: killed after update 18
+    (inside an epoch), the same command continues from update 16 to the uninterrupted run."""
+    run = RESUMED_RUN + ("--direction-batching", "single", "--update-freq", "2")
+    whole = str(tmp_path / "whole")
+    train(corpus, whole, *run)
+    train_killed_at("update:18", corpus, str(tmp_path / "killed"), *run)
+    proc = train(corpus, str(tmp_path / "killed"), *run)
+    log = proc.stdout + proc.stderr
+    assert "single batches, rows for 2 per worker" in log
+    # 9 updates per epoch: update 16 is inside epoch 2, which the resumed run finishes
+    assert "(epoch 2 @ 16 updates)" in log and "end of epoch 2 " in log
+    expected = load_checkpoint(os.path.join(whole, "checkpoint_last.pt"))
+    resumed = load_checkpoint(tmp_path / "killed" / "checkpoint_last.pt")
+    for key, value in expected["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    _assert_equal_states(resumed["task_state"], expected["task_state"])
 
 
 @pytest.mark.parametrize("change,message", [
