@@ -358,8 +358,10 @@ def bench_directions(k, shape, args, device, sync):
     ]
     batches = {v.label: full_batches(v.task, args.max_tokens, device, args.batches) for v in variants}
     per_batch = statistics.mean(len(b) for b in batches["split"])
-    print(f"\nK={k}: {len(batches['stock'])} batches per variant of ~{batches['stock'][0]['ntokens']} target "
-          f"tokens; a split batch holds {per_batch:.1f} directions on average", flush=True)
+    single_tokens = statistics.mean(b["ntokens"] for batch in batches["single"] for b in batch.values())
+    print(f"\nK={k}: {len(batches['stock'])} batches per variant; target tokens per batch: stock/split "
+          f"{statistics.mean(b['ntokens'] for b in batches['stock']):.0f}, single {single_tokens:.0f}; a split "
+          f"batch holds {per_batch:.1f} directions on average", flush=True)
     for v in variants:
         v.update(batches[v.label][0], sync)  # warm-up
     rng = random.Random(1)
