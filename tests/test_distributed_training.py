@@ -177,13 +177,17 @@ def test_a_killed_worker_stops_the_other_and_leaves_a_checkpoint(corpus, tmp_pat
     assert state["optimizer_history"][-1]["num_updates"] >= 4
 
 
-@pytest.mark.parametrize("precision", [("--memory-efficient-fp16",), ("--fp16", "--fp16-no-flatten-grads"), ("--amp",)])
-@pytest.mark.parametrize("method", ["sum", "gradvac"])
-def test_mixed_precision_trains(corpus, tmp_path, precision, method):
+HALF = [("--memory-efficient-fp16",), ("--fp16", "--fp16-no-flatten-grads"), ("--amp",)]
+
+
+@pytest.mark.parametrize("precision,method,batching", [
+    (p, m, "split") for p in HALF for m in ("sum", "gradvac")] + [(p, "gradvac", "single") for p in HALF[:2]])
+def test_mixed_precision_trains(corpus, tmp_path, precision, method, batching):
     """fp16 rows, fp32 combination math, fairseq's loss scaling kept: the run follows the
     fp32 run closely (fp16 rounding only) and the combiner state moves. (fairseq 0.12 keeps
     --amp in fp32 on the CPU.) Adam: MemoryEfficientFP16Optimizer refuses SGD."""
-    extra = ("--max-update", "6", "--gradient-combiner", method, "--optimizer", "adam", "--lr", "1e-3")
+    extra = ("--max-update", "6", "--gradient-combiner", method, "--optimizer", "adam", "--lr", "1e-3",
+             "--direction-batching", batching)
     log = one_worker(corpus, str(tmp_path / "half"), *precision, *extra, trace=str(tmp_path / "h"))
     one_worker(corpus, str(tmp_path / "full"), *extra, trace=str(tmp_path / "f"))
     half = load_checkpoint(tmp_path / "half" / "checkpoint_last.pt")
