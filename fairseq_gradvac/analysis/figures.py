@@ -253,7 +253,8 @@ def _clustered_heatmap(report, name, tree, codes, matrix, title):
     genera = [languages.group_of(c, "genus") or "?" for c in codes]
     scripts = [languages.group_of(c, "script") or "?" for c in codes]
     palette = plt.get_cmap("Dark2")
-    script_colors = {s: palette(i % 8) for i, s in enumerate(sorted(set(scripts), key=scripts.index))}
+    by_count = sorted(set(scripts), key=lambda s: (-scripts.count(s), scripts.index(s)))
+    script_colors = {s: "black" if i == 0 else palette((i - 1) % 8) for i, s in enumerate(by_count)}
     ax.set_xticks(range(n), codes, rotation=90)
     ax.set_yticks(range(n), [f"{g}  {c}" for c, g in zip(codes, genera)])
     for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
