@@ -267,7 +267,8 @@ def _clustered_heatmap(report, name, tree, codes, matrix, title):
               bbox_to_anchor=(0.5, -0.1), ncol=min(len(script_colors), 6), frameon=False)
     if n <= 12:
         for i, j in zip(*np.nonzero(~diagonal & np.isfinite(matrix))):
-            dark = (matrix[i, j] - low) / (high - low) > 0.6
+            level = (matrix[i, j] - low) / (high - low)  # 0..1 along the colour bar
+            dark = abs(2 * level - 1) > 0.6 if cmap == "RdBu_r" else level > 0.6
             ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if dark else "black")
     colorbar = fig.colorbar(image, cax=bar)
