@@ -19,6 +19,7 @@ setup(
         "sentencepiece",
         "matplotlib",
         "scipy",
+        "urielplus",
     ],
     extras_require={"test": ["pytest", "torchjd"]},
 )

@@ -1,51 +1,67 @@
 #!/usr/bin/env bash
 # Figure 2b of the paper: does the anchor direction (en-fr) translate better next to a
 # direction whose gradients agree with its own? Trains one two-direction model per partner
-# X (ANCHOR + X, plain multilingual training: configs/methods/multilingual.args) recording
-# gradient cosines every SIMILARITY_INTERVAL updates, scores the anchor's BLEU, and plots
-# BLEU against the mean cosine of the anchor with X (fairseq_gradvac.analysis.figures).
+# X and seed (ANCHOR + X, plain multilingual training: configs/methods/multilingual.args)
+# recording gradient cosines every SIMILARITY_INTERVAL updates, and the anchor alone (the
+# reference line) per seed, all with the same budget; scores the anchor's BLEU and chrF
+# (fairseq_gradvac.analysis.score) and plots them against the mean cosine of the anchor
+# with X, with their rank correlation (fairseq_gradvac.analysis.figures --figure2b).
 #
-#   DATA=libreoffice MINUTES=20 bash scripts/figure2b.sh
+#   DATA=libreoffice25 TRAIN_ARGS="--max-update 3000" SEEDS="1 2" bash scripts/figure2b.sh
 #
 # Environment (defaults in brackets):
-#   DATA [libreoffice]  configs/data/DATA.sh or a path      MODEL [small_cpu]   SAMPLING [t5]
-#   ANCHOR [en-fr]      PARTNERS [every other direction of the data config's LANG_PAIRS]
+#   DATA [libreoffice25]  configs/data/DATA.sh or a path   MODEL [small_cpu]   SAMPLING [t5]
+#   ANCHOR [en-fr]   PARTNERS [those of en-es en-it en-de en-cs en-ru en-hi en-ja en-tr that
+#   the data config's LANG_PAIRS has (with PART1_DIRECTION=en-xx for libreoffice25), else
+#   every other direction there]   SEEDS [1]   SIMILARITY_INTERVAL [10]
 #   MINUTES  training-time budget per run (unset: the model config's --max-update)
-#   SIMILARITY_INTERVAL [10]   GROUP [model] the parameter group whose cosine is plotted
-#   SEED [1]   BEAM [5]   RUNS [runs/figure2b-DATA-MODEL]
-#   TRAIN_ARGS  more fairseq-train options for every run, e.g. "--max-update 1000"
+#   GROUP [model] the parameter group whose cosine is plotted   BEAM [5]
+#   RUNS [runs/figure2b-DATA-MODEL]: one folder per run, PARTNER-seedN and alone-seedN
+#   TRAIN_ARGS  more fairseq-train options for every run, e.g. "--max-update 3000" (equal
+#               updates: a fairer budget than MINUTES on a shared machine)
 # The partners' corpora differ in size, so the anchor's share of each batch differs too:
 # compare runs of equal updates, and read the figure with that in mind.
-# Re-running resumes: finished runs (train.done) and evaluations (bleu.json) are skipped.
+# Re-running resumes: finished runs (train.done) and scores (scores.json) are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${DATA:-libreoffice} MODEL=${MODEL:-small_cpu} SAMPLING=${SAMPLING:-t5} ANCHOR=${ANCHOR:-en-fr}
-SIMILARITY_INTERVAL=${SIMILARITY_INTERVAL:-10} BEAM=${BEAM:-5}
+DATA=${DATA:-libreoffice25} MODEL=${MODEL:-small_cpu} SAMPLING=${SAMPLING:-t5} ANCHOR=${ANCHOR:-en-fr}
+SIMILARITY_INTERVAL=${SIMILARITY_INTERVAL:-10} BEAM=${BEAM:-5} SEEDS=${SEEDS:-1}
 RUNS=${RUNS:-runs/figure2b-$(basename "$DATA" .sh)-$MODEL}
 DATA_CONFIG=configs/data/$DATA.sh
 [ -f "$DATA" ] && DATA_CONFIG=$DATA
 DATA_CONFIG=$(realpath "$DATA_CONFIG")
+export PART1_DIRECTION=${PART1_DIRECTION:-en-xx}  # libreoffice25: the en-xx directions
 source "$DATA_CONFIG"
 [ -f "$LANG_DICT" ] || eval "$PREPARE"
 if [ -z "${PARTNERS:-}" ]; then
+  for d in en-es en-it en-de en-cs en-ru en-hi en-ja en-tr; do
+    [[ ",$LANG_PAIRS," == *",$d,"* && $d != "$ANCHOR" ]] && PARTNERS+="$d "
+  done
+fi
+if [ -z "${PARTNERS:-}" ]; then
   for d in ${LANG_PAIRS//,/ }; do [ "$d" = "$ANCHOR" ] || PARTNERS+="$d "; done
 fi
+echo "[figure2b] $ANCHOR with each of: $PARTNERS; seeds $SEEDS; runs in $RUNS"
 
-for partner in $PARTNERS; do
-  dir=$RUNS/$partner
-  mkdir -p "$dir"
-  # The data config with the two directions of this run.
-  printf 'source %q\nLANG_PAIRS=%s,%s\n' "$DATA_CONFIG" "$ANCHOR" "$partner" > "$dir/data.sh"
-  if [ ! -f "$dir/train.done" ]; then
-    # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
-    bash scripts/train.sh "$dir/data.sh" multilingual "$SAMPLING" "$MODEL" "$dir" \
-      --similarity-interval "$SIMILARITY_INTERVAL" ${TRAIN_ARGS:-}
-    touch "$dir/train.done"
-  fi
-  if [ ! -f "$dir/bleu.json" ]; then
-    python3 -m fairseq_gradvac.evaluate --checkpoint "$dir/checkpoint_best.pt" --directions "$ANCHOR" \
-      --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" --out "$dir/bleu"
-  fi
+for seed in $SEEDS; do
+  for partner in alone $PARTNERS; do
+    dir=$RUNS/$partner-seed$seed
+    mkdir -p "$dir"
+    # The data config of this run: the anchor and the partner, or the anchor alone.
+    pairs=$ANCHOR,$partner interval=$SIMILARITY_INTERVAL
+    [ "$partner" = alone ] && pairs=$ANCHOR interval=0
+    printf 'source %q\nLANG_PAIRS=%s\n' "$DATA_CONFIG" "$pairs" > "$dir/data.sh"
+    if [ ! -f "$dir/train.done" ]; then
+      # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
+      SEED=$seed bash scripts/train.sh "$dir/data.sh" multilingual "$SAMPLING" "$MODEL" "$dir" \
+        --similarity-interval "$interval" ${TRAIN_ARGS:-}
+      touch "$dir/train.done"
+    fi
+    if [ ! -f "$dir/scores.json" ]; then
+      python3 -m fairseq_gradvac.analysis.score --checkpoint "$dir/checkpoint_best.pt" --direction "$ANCHOR" \
+        --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" --out "$dir/scores.json"
+    fi
+  done
 done
 python3 -m fairseq_gradvac.analysis.figures --figure2b "$RUNS" --anchor "$ANCHOR" \
   --group "${GROUP:-model}" --out "$RUNS/figures"

@@ -1,6 +1,7 @@
 """Part I's figures and statistics from similarity.csv files written here with planted
 structure: the numbers behind each figure against means computed from the rows by hand."""
 import csv
+import itertools
 import json
 import os
 import random
@@ -74,7 +75,7 @@ def run(tmp_path_factory):
         for update in range(1, 201):
             for direction in ("fr-en", "en-fr"):
                 f.write(f"{update},{direction},{10 - update / 50},300\n")
-    report = figures.draw(str(root), str(root / "figures"), permutations=2000)
+    report = figures.draw(str(root), str(root / "figures"), permutations=1000)
     return root, rows, report
 
 
@@ -82,7 +83,8 @@ def test_every_figure_is_written_with_its_csv(run):
     root, _, report = run
     expected = {f"fig1_{side}_{kind}.{ext}" for side in ("encoder", "decoder")
                 for kind in ("xx-en", "en-xx") for ext in ("png", "csv")}
-    expected |= {"fig1_statistics.json", "losses.png", "losses.csv", "conflicts_over_updates.png"}
+    expected |= {"fig1_statistics.json", "fig1_statistics.csv", "fig2a_paired_test.csv", "losses.png", "losses.csv",
+                 "conflicts_over_updates.png"}
     expected |= {f"{name}.{ext}" for name in ("fig2a_xx-en_vs_en-xx", "fig3_encoder_vs_decoder",
                                               "fig3_by_layer", "fig3_layers_over_updates")
                  for ext in ("png", "csv")}
@@ -127,13 +129,43 @@ def test_updates_option_draws_one_checkpoint(run, tmp_path):
 def test_figure1_statistics_find_the_planted_genera(run):
     root, _, _ = run
     stats = json.loads((root / "figures" / "fig1_statistics.json").read_text())
-    assert sorted(stats) == ["decoder en-xx", "decoder xx-en", "encoder en-xx", "encoder xx-en"]
-    genus = stats["encoder xx-en"]["genus"]
+    matrices = ["decoder en-xx", "decoder xx-en", "encoder en-xx", "encoder xx-en"]
+    assert sorted(stats) == sorted(matrices + [f"{m}, update {u}" for m in matrices for u in (1, 11, 21, 31)])
+    genus = stats["encoder xx-en"]["groups"]["genus"]
     assert genus["within"] == pytest.approx(0.6, abs=0.02) and genus["between"] == pytest.approx(0.1, abs=0.02)
     assert genus["pairs_within"] == 6 + 6 + 3 and genus["pairs_between"] == 55 - 15
-    assert genus["p_value"] < 0.005 and genus["permutations"] == 2000
-    assert stats["encoder xx-en"]["family"] is None  # all Indo-European: no between pair
-    assert set(stats["encoder xx-en"]["script"]) >= {"within", "between", "p_value"}
+    assert genus["p_value"] < 0.005 and genus["permutations"] == 1000
+    assert stats["encoder xx-en"]["groups"]["family"] is None  # all Indo-European: no between pair
+    assert set(stats["encoder xx-en"]["groups"]["script"]) >= {"within", "between", "p_value"}
+    assert stats["encoder xx-en, update 11"]["groups"]["genus"]["p_value"] < 0.005
+
+
+def test_figure1_mantel_tests_against_uriel_distances(run):
+    """Spearman of the drawn matrix against URIEL+'s genetic distance, by scipy; the planted
+    genera make it negative; every matrix and test is a row of fig1_statistics.csv."""
+    from scipy.stats import spearmanr
+
+    root, _, _ = run
+    table = read_csv(root / "figures" / "fig1_encoder_xx-en.csv")
+    codes, matrix = table[0][1:], np.array([[float(v) for v in row[1:]] for row in table[1:]])
+    upper = np.triu_indices(len(codes), 1)
+    stats = json.loads((root / "figures" / "fig1_statistics.json").read_text())
+    for kind in languages.DISTANCES:
+        mantel = stats["encoder xx-en"]["mantel"][kind]
+        expected = spearmanr(matrix[upper], languages.distance_matrix(codes, kind)[upper]).statistic
+        assert mantel["spearman"] == pytest.approx(expected, abs=1e-4) and mantel["pairs"] == 55
+    genetic = stats["encoder xx-en"]["mantel"]["genetic"]
+    assert genetic["spearman"] < -0.5 and genetic["p_value"] < 0.005 and genetic["alternative"] == "less"
+    rows = read_csv(root / "figures" / "fig1_statistics.csv")
+    assert rows[0] == ["matrix", "test", "by", "statistic", "value", "pairs", "p_value", "permutations"]
+    assert ["encoder xx-en", "mantel", "genetic", "spearman"] == rows[1 + [r[:3] for r in rows[1:]].index(
+        ["encoder xx-en", "mantel", "genetic"])][:4]
+    assert len(rows) - 1 == 20 * (2 + 3)  # 20 matrices; family undefined (all Indo-European)
+
+
+def test_figure1_colour_scale():
+    assert figures.color_scale(np.array([0.4, 0.75, np.nan])) == ("Blues", 0.4, 0.75)
+    assert figures.color_scale(np.array([-0.2, 0.5])) == ("RdBu_r", -0.5, 0.5)
 
 
 def test_figure2a_pairs_each_xx_en_cosine_with_its_en_xx_mirror(run):
@@ -208,38 +240,99 @@ def test_a_probe_of_one_update_says_what_it_skipped(tmp_path):
     assert "DEBUG" not in proc.stderr
     written = sorted(os.listdir(tmp_path / "figures"))
     assert written == sorted(["fig1_encoder_xx-en.png", "fig1_encoder_xx-en.csv", "fig1_decoder_xx-en.png",
-                              "fig1_decoder_xx-en.csv", "fig1_statistics.json", "fig3_encoder_vs_decoder.png",
+                              "fig1_decoder_xx-en.csv", "fig1_statistics.json", "fig1_statistics.csv",
+                              "fig3_encoder_vs_decoder.png",
                               "fig3_encoder_vs_decoder.csv"])
     for line in ("skipped Figure 1 (encoder, en-xx): fewer than two en-xx directions",
                  "skipped Figure 2a: no language pair with both",
                  "skipped Figure 3 by layer and over updates, conflicts: no per-layer groups",
                  "skipped losses: no "):
         assert line in proc.stdout
-    assert "encoder xx-en, by script: within 0.300 (1 pairs) vs between 0.150 (2 pairs)" in proc.stdout
+    assert "encoder xx-en | mean cosine within/between groups: family -; genus -; script 0.300/0.150 " \
+           "(1/2 pairs) p=" in proc.stdout
+    assert "encoder xx-en | Mantel, Spearman vs URIEL+ distance (one-sided p, 3 pairs): genetic " in proc.stdout
 
 
-def test_figure2b_reads_each_runs_cosine_and_bleu(tmp_path):
-    for partner, cosines, bleu in (("en-cs", (0.2, 0.4), 20.5), ("fr-en", (0.1, 0.0), 18.0),
-                                   ("en-hi", (-0.1, float("nan")), 17.25)):
-        run = tmp_path / partner
+def test_figure2a_from_an_xx_en_and_an_en_xx_model(run, tmp_path):
+    """Only the xx-en pairs of the first file and the en-xx pairs of the second count; the
+    paired test is scipy's Wilcoxon over the language pairs' hand-computed means."""
+    from scipy.stats import wilcoxon
+
+    _, rows, _ = run
+    xx_en = [r for r in rows if figures.pair_kind(r[1:3]) in ("xx-en", "other")]
+    en_xx = [r[:4] + (("0.99" if r[4] not in ("", "nan") else r[4]),) if figures.pair_kind(r[1:3]) == "xx-en" else r
+             for r in rows]  # its xx-en pairs (not to be used) all 0.99
+    write_similarity(tmp_path / "a.csv", xx_en)
+    write_similarity(tmp_path / "b.csv", en_xx)
+    proc = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.figures", str(tmp_path / "a.csv"),
+                           "--figure2a", str(tmp_path / "b.csv"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "out")) == ["fig2a_paired_test.csv", "fig2a_xx-en_vs_en-xx.csv",
+                                                    "fig2a_xx-en_vs_en-xx.png"]
+    tests = {r[0]: r for r in read_csv(tmp_path / "out" / "fig2a_paired_test.csv")[1:]}
+    for group in ("model", "encoder_layers", "decoder_layers"):
+        means = hand_means(rows, group)
+        pairs = [(x, y) for x, y in itertools.combinations(sorted(GENERA), 2)]
+        a = np.array([means[tuple(sorted((f"{x}-en", f"{y}-en")))] for x, y in pairs])
+        b = np.array([means[tuple(sorted((f"en-{x}", f"en-{y}")))] for x, y in pairs])
+        _, n, mean_a, mean_b, diff, positive, alternative, p = tests[group]
+        assert (int(n), int(positive), alternative) == (55, int((a > b).sum()), "greater")
+        assert float(mean_a) == pytest.approx(a.mean(), abs=1e-5) and float(mean_b) == pytest.approx(b.mean(), abs=1e-5)
+        assert float(p) == pytest.approx(wilcoxon(a - b, alternative="greater").pvalue, rel=1e-3)
+    assert "Figure 2a, encoder_layers: cos(x-en, y-en) " in proc.stdout and "one-sided Wilcoxon p = " in proc.stdout
+    assert "encoder - decoder gap" in tests
+    bad = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.figures", str(tmp_path / "a.csv"),
+                          "--figure2a", str(tmp_path / "a.csv"), "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "has no en-xx pairs" in bad.stderr
+
+
+def write_scores(run, direction, bleu, chrf):
+    (run / "scores.json").write_text(json.dumps({"direction": direction, "bleu": bleu, "chrf": chrf}))
+
+
+def test_figure2b_reads_each_runs_cosine_bleu_and_chrf(tmp_path, capsys):
+    from scipy.stats import spearmanr
+
+    runs = (("en-cs-seed1", "en-cs", (0.2, 0.4), 20.5, 50.0), ("en-cs-seed2", "en-cs", (0.1, 0.1), 19.5, 49.0),
+            ("fr-en-seed1", "fr-en", (0.1, 0.0), 18.0, 47.5), ("en-hi-seed1", "en-hi", (-0.1, float("nan")), 17.25, 48.0))
+    for name, partner, cosines, bleu, chrf in runs:
+        run = tmp_path / name
         run.mkdir()
         (run / "train.log").write_text("")
         pair = sorted(("en-fr", partner))
         write_similarity(run / "similarity.csv",
                          [(u, *pair, g, "" if c != c else c) for u, c in zip((10, 20), cosines)
                           for g in ("model", "encoder_layers")])
-        (run / "bleu.json").write_text(json.dumps({"directions": {"en-fr": {"bleu": bleu}}}))
-    (tmp_path / "en-tr").mkdir()  # still training
-    (tmp_path / "en-tr" / "train.log").write_text("")
+        write_scores(run, "en-fr", bleu, chrf)
+    for name, bleu in (("alone-seed1", 21.0), ("alone-seed2", 22.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.log").write_text("")
+        write_scores(tmp_path / name, "en-fr", bleu, 51.0)
+    (tmp_path / "en-tr-seed1").mkdir()  # still training
+    (tmp_path / "en-tr-seed1" / "train.log").write_text("")
     report = figures.figure2b(str(tmp_path), str(tmp_path / "out"), "en-fr", "model")
     table = read_csv(tmp_path / "out" / "fig2b_bleu_vs_similarity.csv")
-    assert table == [["partner", "mean_cosine", "updates", "bleu_en-fr"], ["en-cs", "0.3", "2", "20.5"],
-                     ["en-hi", "-0.1", "1", "17.25"], ["fr-en", "0.05", "2", "18.0"]]
-    assert report.skipped == [("Figure 2b run en-tr", "no similarity.csv or bleu.json yet")]
+    assert table[0] == ["run", "partner", "mean_cosine", "updates", "bleu_en-fr", "chrf_en-fr"]
+    assert table[1:] == [["en-cs-seed1", "en-cs", "0.3", "2", "20.5", "50.0"], ["en-cs-seed2", "en-cs", "0.1", "2", "19.5", "49.0"],
+                         ["en-hi-seed1", "en-hi", "-0.1", "1", "17.25", "48.0"], ["fr-en-seed1", "fr-en", "0.05", "2", "18.0", "47.5"],
+                         ["alone-seed1", "", "", "", "21.0", "51.0"], ["alone-seed2", "", "", "", "22.0", "51.0"]]
+    assert report.skipped == [("Figure 2b run en-tr-seed1", "no scores.json yet")]
+    # over partners, seeds averaged: en-cs (0.2, 20.0, 49.5), en-hi (-0.1, 17.25, 48.0), fr-en (0.05, 18.0, 47.5)
+    correlations = {r[0]: r[1:] for r in read_csv(tmp_path / "out" / "fig2b_correlation.csv")[1:]}
+    for metric, ys in (("bleu", [20.0, 17.25, 18.0]), ("chrf", [49.5, 48.0, 47.5])):
+        expected = spearmanr([0.2, -0.1, 0.05], ys)
+        assert correlations[metric][0] == "3"
+        assert float(correlations[metric][1]) == pytest.approx(expected.statistic)
+        assert float(correlations[metric][2]) == pytest.approx(expected.pvalue, rel=1e-4)
+    assert "Figure 2b, en-fr chrf vs cosine: Spearman +0.500 over 3 partners, p = 0.6667" in capsys.readouterr().out
     assert (tmp_path / "out" / "fig2b_bleu_vs_similarity.png").exists()
 
 
-def test_figure2b_script_trains_evaluates_and_draws(tmp_path):
+def test_figure2b_script_trains_scores_and_draws(tmp_path):
+    """Three partners and the anchor alone on the tiny corpus: runs trained, BLEU and chrF
+    scored, the rank correlation reported; the same command again resumes (does nothing)."""
     import tiny_corpus
 
     corpus = tiny_corpus.build(str(tmp_path / "tiny"))
@@ -247,11 +340,20 @@ def test_figure2b_script_trains_evaluates_and_draws(tmp_path):
     config.write_text(f"DATA_BIN={corpus['bin']}\nLANG_DICT={corpus['lang_dict']}\nRAW={corpus['raw']}\n"
                       "POST_PROCESS=\nLANG_PAIRS=en-fr,en-cs,fr-en,cs-en\nPREPARE=false\n")
     env = dict(os.environ, DATA=str(config), MINUTES="0.05", SIMILARITY_INTERVAL="1", BEAM="1",
-               PARTNERS="en-cs fr-en", RUNS=str(tmp_path / "runs"))
+               PARTNERS="en-cs fr-en cs-en", RUNS=str(tmp_path / "runs"))
     script = os.path.join(ROOT, "scripts", "figure2b.sh")
     proc = subprocess.run(["bash", script], cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    table = read_csv(tmp_path / "runs" / "figures" / "fig2b_bleu_vs_similarity.csv")
-    assert [r[0] for r in table[1:]] == ["en-cs", "fr-en"] and all(-1 <= float(r[1]) <= 1 for r in table[1:])
+    assert "[figure2b] en-fr with each of: en-cs fr-en cs-en; seeds 1" in proc.stdout
+    figures_dir = tmp_path / "runs" / "figures"
+    table = read_csv(figures_dir / "fig2b_bleu_vs_similarity.csv")
+    assert [r[:2] for r in table[1:]] == [["cs-en-seed1", "cs-en"], ["en-cs-seed1", "en-cs"],
+                                          ["fr-en-seed1", "fr-en"], ["alone-seed1", ""]]
+    assert all(-1 <= float(r[2]) <= 1 for r in table[1:4]) and all(float(r[5]) >= 0 for r in table[1:])
+    scores = json.loads((tmp_path / "runs" / "alone-seed1" / "scores.json").read_text())
+    assert scores["direction"] == "en-fr" and "nc:6" in scores["chrf_signature"]
+    assert [r[:2] for r in read_csv(figures_dir / "fig2b_correlation.csv")[1:]] == [["bleu", "3"], ["chrf", "3"]]
+    assert "Figure 2b, en-fr chrf vs cosine: " in proc.stdout
+    assert (figures_dir / "fig2b_bleu_vs_similarity.png").read_bytes()[:4] == b"\x89PNG"
     again = subprocess.run(["bash", script], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert again.returncode == 0 and "[train]" not in again.stdout and "[evaluate]" not in again.stdout
+    assert again.returncode == 0 and "[train]" not in again.stdout and "[score]" not in again.stdout

@@ -1,17 +1,22 @@
 """Part I's figures (the paper's Figures 1, 2a, 2b and 3) from recorded gradient cosines.
 
     python -m fairseq_gradvac.analysis.figures RUN_OR_PROBE_DIR --out DIR
+    python -m fairseq_gradvac.analysis.figures XX_EN_PROBE --figure2a EN_XX_PROBE --out DIR
     python -m fairseq_gradvac.analysis.figures --figure2b RUNS_DIR --anchor en-fr --out DIR
 
 The first reads the folder's similarity.csv (and direction_losses.csv, when there): Figure 1
 (clustered matrices of mean cosine between xx-en directions and between en-xx directions,
-encoder and decoder, with the within- vs between-family/genus/script statistics), Figure 2a
-(cos(x-en, y-en) against cos(en-x, en-y)), Figure 3 (encoder vs decoder, by layer, by layer
-over updates), the share of conflicting (negative) cosines per layer over updates, and the
-per-direction training losses. The second reads the two-direction runs of
-scripts/figure2b.sh (one folder each, with similarity.csv and bleu.json): the anchor's BLEU
-against its mean cosine with the other direction. Every PNG comes with the CSV of the
-numbers it shows; figures whose data is absent are skipped, with the reason printed.
+encoder and decoder), with, per matrix over all updates and at each checkpoint, the within-
+vs between-family/genus/script tests and the Mantel tests against URIEL+'s genetic,
+geographic and syntactic distances (fig1_statistics.json/.csv); Figure 2a (cos(x-en, y-en)
+against cos(en-x, en-y), with the paired tests) when the run has both kinds; Figure 3
+(encoder vs decoder, by layer, by layer over updates), the share of conflicting (negative)
+cosines per layer over updates, and the per-direction training losses. The second draws
+Figure 2a from two models, an xx-en one and an en-xx one. The third reads the runs of
+scripts/figure2b.sh (one folder each, with similarity.csv and scores.json): the anchor's
+BLEU and chrF against its mean cosine with the other direction, their rank correlation, and
+the anchor trained alone as the reference line. Every PNG comes with the CSV of the numbers
+it shows; figures whose data is absent are skipped, with the reason printed.
 """
 import argparse
 import csv
@@ -146,8 +151,10 @@ def _fmt(value):
     return f"{value:.6g}" if math.isfinite(value) else ""
 
 
-def figure1(series, report, permutations, seed):
-    """Clustered matrices with their dendrograms; returns the proximity statistics."""
+def figure1(series, report, permutations, seed, max_checkpoints=12):
+    """Clustered matrices with their dendrograms; returns the proximity statistics of each
+    matrix over all updates and, when at most ``max_checkpoints`` updates were recorded
+    (a probe of checkpoints), at each update alone."""
     statistics = {}
     for side, group in SIDES.items():
         means = pair_means(series, group)
@@ -168,52 +175,121 @@ def figure1(series, report, permutations, seed):
             _clustered_heatmap(report, name + ".png", tree, codes, matrix,
                                f"{side} gradient cosine between {kind} directions\nmean over "
                                f"{len(updates)} recorded updates ({updates[0]}-{updates[-1]})")
-            statistics[f"{side} {kind}"] = {
-                g: languages.proximity_test(matrix, codes, g, permutations, seed)
-                for g in languages.GROUPINGS}
+            statistics[f"{side} {kind}"] = proximity_statistics(matrix, codes, permutations, seed)
+            if 1 < len(updates) <= max_checkpoints:
+                for update in updates:
+                    at = pair_means(only_updates(series, update, update), group)
+                    at_codes, at_matrix = language_matrix(at, kind)
+                    if len(at_codes) >= 2:
+                        statistics[f"{side} {kind}, update {update}"] = proximity_statistics(
+                            at_matrix, at_codes, permutations, seed)
+            elif len(updates) > max_checkpoints:
+                report.skip(f"Figure 1 statistics per update ({side}, {kind})",
+                            f"{len(updates)} updates recorded (more than {max_checkpoints}): use --updates")
     if statistics:
         with open(report.path("fig1_statistics.json"), "w") as f:
             json.dump(statistics, f, indent=2)
+        report.csv("fig1_statistics.csv", ["matrix", "test", "by", "statistic", "value", "pairs", "p_value",
+                                           "permutations"], statistics_rows(statistics))
     return statistics
 
 
+def proximity_statistics(matrix, codes, permutations, seed):
+    """Within- vs between-group tests (family, genus, script) and Mantel tests (genetic,
+    geographic, syntactic distance) of one matrix."""
+    return {"groups": {g: languages.proximity_test(matrix, codes, g, permutations, seed)
+                       for g in languages.GROUPINGS},
+            "mantel": languages.mantel_tests(matrix, codes, permutations, seed)}
+
+
+def statistics_rows(statistics):
+    """fig1_statistics.csv: one row per matrix and test (statistic: within - between, or
+    Spearman's rho of cosine against distance)."""
+    rows = []
+    for name, tests in statistics.items():
+        for grouping, t in tests["groups"].items():
+            if t is not None:
+                rows.append((name, "within-between", grouping, "difference", _fmt(t["difference"]),
+                             t["pairs_within"] + t["pairs_between"], _fmt(t["p_value"]), t["permutations"]))
+        for kind, t in tests["mantel"].items():
+            if t is not None:
+                rows.append((name, "mantel", kind, "spearman", _fmt(t["spearman"]), t["pairs"],
+                             _fmt(t["p_value"]), t["permutations"]))
+    return rows
+
+
+def color_scale(values):
+    """(colormap, vmin, vmax) for an image of ``values``: sequential over the data's range
+    (darker = higher), diverging and centred at 0 only where the values straddle 0."""
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if low < 0 < high:
+        limit = max(-low, high)
+        return "RdBu_r", -limit, limit
+    if high - low < 1e-6:
+        low, high = low - 1e-3, high + 1e-3
+    return "Blues", low, high
+
+
 def _clustered_heatmap(report, name, tree, codes, matrix, title):
-    """The matrix (already in the tree's leaf order) under its dendrogram."""
+    """The matrix (already in the tree's leaf order) under its dendrogram; rows labelled
+    with genus, columns coloured by script."""
+    from matplotlib.patches import Patch
     from scipy.cluster.hierarchy import dendrogram
 
     plt = _pyplot()
     n = len(codes)
-    fig = plt.figure(figsize=(2.5 + 0.45 * n, 3.2 + 0.4 * n))
+    fig = plt.figure(figsize=(3.5 + 0.45 * n, 3.8 + 0.4 * n))
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 4], width_ratios=[20, 1])
     top, ax, bar = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
     dendrogram(tree, ax=top, no_labels=True, color_threshold=0, above_threshold_color="k")
     top.axis("off")
     top.set_title(title, fontsize=9)
     diagonal = np.eye(n, dtype=bool)
-    off = matrix[~diagonal]
-    limit = max(float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 0.0, 1e-3)
+    off = np.where(diagonal, np.nan, matrix)
+    cmap, low, high = color_scale(off)
     image = ax.imshow(np.ma.masked_where(diagonal | np.isnan(matrix), matrix), aspect="auto",
-                      cmap=plt.get_cmap("RdBu_r").with_extremes(bad="0.85"), vmin=-limit, vmax=limit)
+                      cmap=plt.get_cmap(cmap).with_extremes(bad="0.85"), vmin=low, vmax=high)
+    genera = [languages.group_of(c, "genus") or "?" for c in codes]
+    scripts = [languages.group_of(c, "script") or "?" for c in codes]
+    palette = plt.get_cmap("Dark2")
+    by_count = sorted(set(scripts), key=lambda s: (-scripts.count(s), scripts.index(s)))
+    script_colors = {s: "black" if i == 0 else palette((i - 1) % 8) for i, s in enumerate(by_count)}
     ax.set_xticks(range(n), codes, rotation=90)
-    ax.set_yticks(range(n), codes)
+    ax.set_yticks(range(n), [f"{g}  {c}" for c, g in zip(codes, genera)])
+    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        for label, s in zip(labels, scripts):
+            label.set_color(script_colors[s])
+            label.set_fontweight("bold")
+    ax.set_ylabel("genus, language", fontsize=8)
+    ax.legend(handles=[Patch(color=c, label=s) for s, c in script_colors.items()],
+              title="language colour = script", fontsize=7, title_fontsize=7, loc="upper center",
+              bbox_to_anchor=(0.5, -0.1), ncol=min(len(script_colors), 6), frameon=False)
     if n <= 12:
         for i, j in zip(*np.nonzero(~diagonal & np.isfinite(matrix))):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, cax=bar)
+            level = (matrix[i, j] - low) / (high - low)  # 0..1 along the colour bar
+            dark = abs(2 * level - 1) > 0.6 if cmap == "RdBu_r" else level > 0.6
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")
+    colorbar = fig.colorbar(image, cax=bar)
+    colorbar.set_ticks(sorted(set(np.round(np.linspace(low, high, 5), 3))))
+    colorbar.set_label(f"cosine (off-diagonal range {np.nanmin(off):.3f} to {np.nanmax(off):.3f})", fontsize=8)
     report.png(name, fig)
 
 
 def summarize_statistics(statistics):
+    """Two lines per matrix: the within/between tests, the Mantel tests."""
     lines = []
     for name, tests in statistics.items():
-        for grouping, t in tests.items():
-            if t is None:
-                lines.append(f"[figures] {name}, by {grouping}: no within- or no between-group pair")
-            else:
-                lines.append(
-                    f"[figures] {name}, by {grouping}: within {t['within']:.3f} ({t['pairs_within']} pairs) "
-                    f"vs between {t['between']:.3f} ({t['pairs_between']} pairs), one-sided "
-                    f"p = {t['p_value']:.4f} ({t['permutations']} permutations)")
+        groups = [f"{grouping} -" if t is None else
+                  f"{grouping} {t['within']:.3f}/{t['between']:.3f} ({t['pairs_within']}/{t['pairs_between']} "
+                  f"pairs) p={t['p_value']:.4f}" for grouping, t in tests["groups"].items()]
+        lines.append(f"[figures] {name} | mean cosine within/between groups: " + "; ".join(groups))
+        mantel = [f"{kind} -" if t is None else f"{kind} {t['spearman']:+.3f} (p={t['p_value']:.4f})"
+                  for kind, t in tests["mantel"].items()]
+        pairs = {t["pairs"] for t in tests["mantel"].values() if t}
+        lines.append(f"[figures] {name} | Mantel, Spearman vs URIEL+ distance (one-sided p"
+                     f"{', %d pairs' % pairs.pop() if len(pairs) == 1 else ''}): " + "; ".join(mantel))
     return "\n".join(lines)
 
 
@@ -230,28 +306,103 @@ def x_en_vs_en_x(series, group):
     return sorted(rows)
 
 
+def paired_tests(panels):
+    """The paper's "X-EN more similar than EN-X", over language pairs: per parameter group,
+    the means, how many pairs have the higher cosine in X-EN, and the one-sided Wilcoxon
+    signed-rank p-value of cos(x-en, y-en) - cos(en-x, en-y) > 0; then where the gap is
+    larger, encoder or decoder (two-sided Wilcoxon over the pairs both groups have). Pairs
+    share languages, so they are not independent: read the p-values as descriptive."""
+    from scipy.stats import wilcoxon
+
+    def test(differences, alternative):
+        d = np.asarray(differences)
+        return float(wilcoxon(d, alternative=alternative).pvalue) if len(d) >= 2 and np.any(d != 0) else math.nan
+
+    rows = []
+    for group, pairs in panels:
+        xs, ys = np.array([r[2] for r in pairs]), np.array([r[3] for r in pairs])
+        rows.append((group, len(pairs), float(xs.mean()), float(ys.mean()), float((xs - ys).mean()),
+                     int((xs > ys).sum()), "greater", test(xs - ys, "greater")))
+    gaps = {g: {(r[0], r[1]): r[2] - r[3] for r in pairs} for g, pairs in panels}
+    if "encoder_layers" in gaps and "decoder_layers" in gaps:
+        both = sorted(set(gaps["encoder_layers"]) & set(gaps["decoder_layers"]))
+        d = np.array([gaps["encoder_layers"][p] - gaps["decoder_layers"][p] for p in both])
+        if len(both):
+            rows.append(("encoder - decoder gap", len(both), math.nan, math.nan, float(d.mean()),
+                         int((d > 0).sum()), "two-sided", test(d, "two-sided")))
+    return rows
+
+
 def figure2a(series, report):
+    """cos(x-en, y-en) against cos(en-x, en-y) per language pair, with the paired tests;
+    ``series`` holds the xx-en and en-xx pairs (one model with both, or the two models' merged
+    by ``merge_models``). Returns the tests' rows."""
     panels = [(g, x_en_vs_en_x(series, g)) for g in ("model",) + tuple(SIDES.values())]
     panels = [(g, rows) for g, rows in panels if rows]
     if not panels:
         report.skip("Figure 2a", "no language pair with both cos(x-en, y-en) and cos(en-x, en-y)")
-        return
+        return []
     report.csv("fig2a_xx-en_vs_en-xx.csv", ["group", "x", "y", "cos_xx_en", "cos_en_xx"],
                [(g, x, y, _fmt(a), _fmt(b)) for g, rows in panels for x, y, a, b in rows])
+    tests = paired_tests(panels)
+    report.csv("fig2a_paired_test.csv", ["group", "pairs", "mean_cos_xx_en", "mean_cos_en_xx", "mean_difference",
+                                         "pairs_positive", "alternative", "wilcoxon_p"],
+               [(g, n, _fmt(a), _fmt(b), _fmt(d), k, alt, _fmt(p)) for g, n, a, b, d, k, alt, p in tests])
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, (group, rows) in zip(axes[0], panels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.3), squeeze=False)
+    for ax, (group, rows), t in zip(axes[0], panels, tests):
         xs, ys = np.array([r[2] for r in rows]), np.array([r[3] for r in rows])
-        low, high = min(xs.min(), ys.min(), 0.0), max(xs.max(), ys.max(), 0.0)
-        ax.plot([low, high], [low, high], color="0.6", lw=1)
+        low, high = min(xs.min(), ys.min()), max(xs.max(), ys.max())
+        margin = 0.05 * max(high - low, 1e-3)
+        ax.plot([low - margin, high + margin], [low - margin, high + margin], color="0.6", lw=1,
+                label="cos(x-en, y-en) = cos(en-x, en-y)")
         ax.scatter(xs, ys, s=14)
         ax.scatter([xs.mean()], [ys.mean()], marker="x", color="red", s=60,
                    label=f"mean ({xs.mean():.3f}, {ys.mean():.3f})")
+        ax.set_xlim(low - margin, high + margin)
+        ax.set_ylim(low - margin, high + margin)
         ax.set_xlabel("cos(x-en, y-en)")
         ax.set_ylabel("cos(en-x, en-y)")
-        ax.set_title(f"{group}: {len(rows)} language pairs", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.set_title(f"{group}: {len(rows)} language pairs\nX-EN higher in {t[5]}, Wilcoxon p = {t[7]:.2g}",
+                     fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
     report.png("fig2a_xx-en_vs_en-xx.png", fig)
+    return tests
+
+
+def summarize_paired_tests(tests):
+    lines = []
+    for group, n, a, b, d, k, alternative, p in tests:
+        if group == "encoder - decoder gap":
+            lines.append(f"[figures] Figure 2a, gap X-EN minus EN-X, encoder minus decoder: mean {d:+.3f} over "
+                         f"{n} pairs (encoder larger in {k}), two-sided Wilcoxon p = {p:.4g}")
+        else:
+            lines.append(f"[figures] Figure 2a, {group}: cos(x-en, y-en) {a:.3f} vs cos(en-x, en-y) {b:.3f} "
+                         f"over {n} language pairs, X-EN higher in {k}, one-sided Wilcoxon p = {p:.4g}")
+    return "\n".join(lines)
+
+
+def merge_models(xx_en_similarity, en_xx_similarity):
+    """The xx-en pairs of one model's similarity.csv and the en-xx pairs of the other's:
+    Figure 2a from an xx-en and an en-xx model."""
+    merged = {}
+    for path, kind in ((xx_en_similarity, "xx-en"), (en_xx_similarity, "en-xx")):
+        kept = {key: v for key, v in read_similarity(path).items() if pair_kind(key[1]) == kind}
+        if not kept:
+            raise SystemExit(f"{path} has no {kind} pairs")
+        merged.update(kept)
+    return merged
+
+
+def draw_figure2a(xx_en_path, en_xx_path, out):
+    """Figure 2a and its paired tests from the probes of the xx-en and the en-xx model."""
+    paths = [os.path.join(p, "similarity.csv") if os.path.isdir(p) else p for p in (xx_en_path, en_xx_path)]
+    for p in paths:
+        if not os.path.exists(p):
+            raise SystemExit(f"no such file: {p}")
+    report = Report(out)
+    print(summarize_paired_tests(figure2a(merge_models(*paths), report)))
+    return report
 
 
 def encoder_vs_decoder(series):
@@ -355,15 +506,14 @@ def figure3_over_updates(series, report):
                [(u, s, i, _fmt(m), _fmt(neg), n) for u, s, i, m, neg, n in rows])
     plt = _pyplot()
     layers = list(dict.fromkeys((r[1], r[2]) for r in rows))
-    for column, name, title, cmap in ((3, "fig3_layers_over_updates", "mean gradient cosine", "RdBu_r"),
-                                      (4, "conflicts_over_updates", "share of negative cosines", "Reds")):
+    for column, name, title in ((3, "fig3_layers_over_updates", "mean gradient cosine"),
+                                (4, "conflicts_over_updates", "share of negative cosines")):
         grid = np.full((len(layers), len(updates)), np.nan)
         for r in rows:
             grid[layers.index((r[1], r[2])), updates.index(r[0])] = r[column]
-        limit = max(float(np.nanmax(np.abs(grid))), 1e-3)
+        cmap, low, high = color_scale(grid) if column == 3 else ("Reds", 0.0, 1.0)
         fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(layers)))
-        image = ax.imshow(grid, aspect="auto", cmap=cmap, interpolation="nearest",
-                          vmin=-limit if column == 3 else 0, vmax=limit if column == 3 else 1,
+        image = ax.imshow(grid, aspect="auto", cmap=cmap, interpolation="nearest", vmin=low, vmax=high,
                           extent=(-0.5, len(updates) - 0.5, len(layers) - 0.5, -0.5))
         ticks = np.linspace(0, len(updates) - 1, min(len(updates), 8)).round().astype(int)
         ax.set_xticks(ticks, [updates[t] for t in ticks])
@@ -421,7 +571,9 @@ def draw(path, out, permutations=10000, seed=0, updates=None):
             if not series:
                 raise SystemExit(f"{similarity} has no rows of updates {updates[0]}-{updates[1]}")
         print(summarize_statistics(figure1(series, report, permutations, seed)))
-        figure2a(series, report)
+        tests = figure2a(series, report)
+        if tests:
+            print(summarize_paired_tests(tests))
         figure3(series, report)
     else:
         report.skip("Figures 1, 2a, 3, conflicts", f"no {similarity} (train with --similarity-interval)")
@@ -433,54 +585,109 @@ def draw(path, out, permutations=10000, seed=0, updates=None):
     return report
 
 
+REFERENCE = "alone"  # Figure 2b: run folders named alone* trained the anchor by itself
+
+
 def figure2b_rows(runs_dir, anchor, group):
-    """[(partner, mean cosine of anchor and partner over updates, updates, anchor BLEU)] of
-    the two-direction runs (folders with a train.log) under runs_dir, and [(run, why it was
-    left out)]."""
-    rows, left_out = [], []
+    """Runs under runs_dir (folders with a train.log, from scripts/figure2b.sh): [(run,
+    partner, mean cosine of anchor and partner over updates, updates, anchor BLEU, chrF)]
+    of the two-direction runs, [(run, BLEU, chrF)] of the anchor-alone runs (folders named
+    alone*), and [(run, why it was left out)]."""
+    rows, reference, left_out = [], [], []
     for log in sorted(glob.glob(os.path.join(runs_dir, "*", "train.log"))):
         run = os.path.dirname(log)
         name = os.path.basename(run)
-        similarity, bleu = os.path.join(run, "similarity.csv"), os.path.join(run, "bleu.json")
-        if not (os.path.exists(similarity) and os.path.exists(bleu)):
-            left_out.append((name, "no similarity.csv or bleu.json yet"))
+        similarity, scores_path = os.path.join(run, "similarity.csv"), os.path.join(run, "scores.json")
+        if not os.path.exists(scores_path):
+            left_out.append((name, "no scores.json yet"))
             continue
-        series = read_similarity(similarity)
+        with open(scores_path) as f:
+            scores = json.load(f)
+        if scores.get("direction") != anchor:
+            left_out.append((name, f"scores.json scores {scores.get('direction')}, not {anchor}"))
+            continue
+        if name.startswith(REFERENCE):
+            reference.append((name, scores["bleu"], scores["chrf"]))
+            continue
+        series = read_similarity(similarity) if os.path.exists(similarity) else {}
         pairs = [p for g, p in series if g == group and anchor in p]
-        with open(bleu) as f:
-            scores = json.load(f)["directions"]
-        if len(pairs) != 1 or anchor not in scores:
-            left_out.append((name, f"not one pair with {anchor} in group '{group}' and its BLEU"))
+        if len(pairs) != 1:
+            left_out.append((name, f"not one pair with {anchor} in group '{group}' of similarity.csv"))
             continue
         values = list(series[group, pairs[0]].values())
         partner = next(d for d in pairs[0] if d != anchor)
-        rows.append((partner, float(np.mean(values)), len(values), scores[anchor]["bleu"]))
-    return rows, left_out
+        rows.append((name, partner, float(np.mean(values)), len(values), scores["bleu"], scores["chrf"]))
+    return rows, reference, left_out
+
+
+def partner_means(rows):
+    """[(partner, runs, mean cosine, mean BLEU, mean chrF)] over each partner's seeds."""
+    by_partner = defaultdict(list)
+    for _, partner, cosine, _, bleu, chrf in rows:
+        by_partner[partner].append((cosine, bleu, chrf))
+    return [(p, len(v), *map(float, np.mean(v, axis=0))) for p, v in sorted(by_partner.items())]
+
+
+def rank_correlations(means):
+    """[(metric, partners, Spearman's rho, two-sided p)] of the anchor's BLEU and chrF
+    against its cosine with the partner, over the partners (seeds averaged); NaN below 3
+    partners or for a constant axis."""
+    from scipy.stats import spearmanr
+
+    result = []
+    for column, metric in ((3, "bleu"), (4, "chrf")):
+        xs, ys = [m[2] for m in means], [m[column] for m in means]
+        if len(means) >= 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
+            r = spearmanr(xs, ys)
+            result.append((metric, len(means), float(r.statistic), float(r.pvalue)))
+        else:
+            result.append((metric, len(means), math.nan, math.nan))
+    return result
 
 
 def figure2b(runs_dir, out, anchor, group):
     report = Report(out)
-    rows, left_out = figure2b_rows(runs_dir, anchor, group)
+    rows, reference, left_out = figure2b_rows(runs_dir, anchor, group)
     for name, reason in left_out:
         report.skip(f"Figure 2b run {name}", reason)
     if not rows:
-        report.skip("Figure 2b", f"no finished run under {runs_dir}")
+        report.skip("Figure 2b", f"no finished two-direction run under {runs_dir}")
         return report
-    report.csv("fig2b_bleu_vs_similarity.csv", ["partner", "mean_cosine", "updates", f"bleu_{anchor}"],
-               [(p, _fmt(c), n, b) for p, c, n, b in rows])
+    report.csv("fig2b_bleu_vs_similarity.csv",
+               ["run", "partner", "mean_cosine", "updates", f"bleu_{anchor}", f"chrf_{anchor}"],
+               [(n, p, _fmt(c), u, b, ch) for n, p, c, u, b, ch in rows]
+               + [(n, "", "", "", b, ch) for n, b, ch in reference])
+    means = partner_means(rows)
+    correlations = rank_correlations(means)
+    report.csv("fig2b_correlation.csv", ["metric", "partners", "spearman", "p_value"],
+               [(m, n, _fmt(r), _fmt(p)) for m, n, r, p in correlations])
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    xs, ys = [r[1] for r in rows], [r[3] for r in rows]
-    ax.scatter(xs, ys)
-    for partner, x, _, y in rows:
-        ax.annotate(partner, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    title = f"{anchor} BLEU vs cos({anchor}, X) in '{group}'"
-    if len(rows) >= 3 and np.std(xs) > 0 and np.std(ys) > 0:
-        title += f"\nPearson r = {np.corrcoef(xs, ys)[0, 1]:.2f} over {len(rows)} runs"
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel(f"mean gradient cosine of {anchor} with X")
-    ax.set_ylabel(f"{anchor} BLEU")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, (column, metric), (_, n, rho, p) in zip(axes, ((4, "BLEU"), (5, "chrF")), correlations):
+        ax.scatter([r[2] for r in rows], [r[column] for r in rows], s=18, label="one run")
+        for m in means:
+            ax.annotate(m[0], (m[2], m[column - 1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if reference:
+            level = float(np.mean([r[column - 3] for r in reference]))
+            ax.axhline(level, color="C3", ls="--", lw=1,
+                       label=f"{anchor} alone ({len(reference)} run{'s' * (len(reference) > 1)}): {level:.2f}")
+        rank = f"Spearman rho = {rho:.2f}, p = {p:.2g}" if math.isfinite(rho) else "no rank correlation"
+        ax.set_title(f"{anchor} {metric} vs cos({anchor}, X) in '{group}'\n{rank} over {n} partners",
+                     fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.margins(x=0.15)
+        ax.set_xlabel(f"mean gradient cosine of {anchor} with partner X")
+        ax.set_ylabel(f"{anchor} {metric}")
+        ax.legend(fontsize=7)
     report.png("fig2b_bleu_vs_similarity.png", fig)
+    for (metric, n, rho, p), column in zip(correlations, (3, 4)):
+        why = ("fewer than 3 partners" if n < 3 else "the cosine is the same for every partner"
+               if np.ptp([m[2] for m in means]) == 0 else f"{metric} is the same for every partner")
+        print(f"[figures] Figure 2b, {anchor} {metric} vs cosine: Spearman {rho:+.3f} over {n} partners, "
+              f"p = {p:.4g}" if math.isfinite(rho) else
+              f"[figures] Figure 2b, {anchor} {metric} vs cosine: no rank correlation, {why}")
     return report
 
 
@@ -490,6 +697,9 @@ def main(argv=None):
                                 "folder of scripts/figure2b.sh's runs")
     p.add_argument("--out", help="output folder (default: PATH's folder/figures)")
     p.add_argument("--figure2b", action="store_true", help="draw Figure 2b from a folder of runs")
+    p.add_argument("--figure2a", metavar="EN_XX_PATH", default=None,
+                   help="draw Figure 2a and its paired tests from PATH (the xx-en model's probe) and "
+                        "EN_XX_PATH (the en-xx model's)")
     p.add_argument("--anchor", default="en-fr", help="Figure 2b: the direction whose BLEU is plotted")
     p.add_argument("--group", default="model", help="Figure 2b: the parameter group of the cosine")
     p.add_argument("--permutations", type=int, default=10000, help="of the proximity tests")
@@ -507,6 +717,9 @@ def main(argv=None):
     out = a.out or os.path.join(a.path if os.path.isdir(a.path) else os.path.dirname(a.path), "figures")
     if a.figure2b:
         report = figure2b(a.path, out, a.anchor, a.group)
+    elif a.figure2a:
+        report = draw_figure2a(a.path, a.figure2a, a.out or os.path.join(
+            a.path if os.path.isdir(a.path) else os.path.dirname(a.path), "figure2a"))
     elif os.path.exists(a.path):
         report = draw(a.path, out, a.permutations, a.seed, updates)
     else:
