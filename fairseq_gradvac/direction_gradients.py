@@ -24,6 +24,14 @@ from .surgery import Combiner, ParameterGroups
 from .surgery.groups import math_dtype
 
 
+def _all_finite(x: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+    """Whether every entry of ``x`` is finite, with no temporary the size of ``x``: a sum is
+    finite only if every summand is (chunks summed in fp64, fp16/bf16 ones in fp32: finite
+    entries do not overflow there)."""
+    dtype = torch.float32 if x.element_size() < 4 else torch.float64
+    return torch.isfinite(torch.stack([c.sum(dtype=dtype) for c in x.split(chunk)])).all()
+
+
 class DirectionGradients:
     def __init__(
         self,
@@ -210,8 +218,7 @@ class DirectionGradients:
             self.groups.weighted_sum(rows, row_weights, out=mine[: stop - start], start=start)
         del rows  # (the summed slices: not held while the P-vector is gathered)
         combined = exchange.gather(combined)[:p]
-        # (one sum: a non-finite entry makes it non-finite; no temporary the size of P)
-        combiner.commit(torch.isfinite(combined.sum(dtype=torch.float64)))
+        combiner.commit(_all_finite(combined))
         for param, view, hit in zip(self.groups.params, self.groups.param_views(combined), reached):
             param.grad = view if hit else None
         return combined
