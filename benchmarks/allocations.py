@@ -15,27 +15,20 @@ def _in_collective(event):
 
 
 def peak_bytes(fn, at_least=0):
-    """(the most bytes that ``fn``'s own tensor allocations of ``at_least`` bytes or more held
-    at once, ``fn()``), from the CPU profiler's allocation and free events in time order.
-
-    Counted: allocations on fn's thread outside collectives (a collective's transient
-    buffers are the backend's: gloo copies an all-gather's output, NCCL does not), and the
-    frees of those blocks, wherever they happen (gloo's thread may drop the last reference
-    to a receive buffer a moment after the call returns). Frees of blocks allocated before
-    ``fn`` are not counted, so the peak is never too low."""
+    """(the most bytes that ``fn``'s own tensor allocations held at once, ``fn()``), from the
+    CPU profiler's events on fn's thread: each op's own allocations minus its own frees (an
+    op's self usage nets them: a sum frees the fp64 copy it made), counted at the op's start
+    when positive and at its end when negative, in time order. Left out: collectives (their
+    transient buffers are the backend's: gloo copies an all-gather's output, NCCL does not)
+    and events under ``at_least`` bytes. Frees of blocks allocated before ``fn`` would lower
+    the peak, so ``fn`` must not free large blocks it did not allocate."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
-    events = [e for e in prof.events() if e.self_cpu_memory_usage and abs(e.self_cpu_memory_usage) >= at_least]
     thread = Counter(e.thread for e in prof.events()).most_common(1)[0][0]  # fn's own: most ops
-    held = Counter()  # sizes of the counted blocks alive
+    events = [e for e in prof.events() if abs(e.self_cpu_memory_usage) >= max(at_least, 1)
+              and e.thread == thread and not _in_collective(e)]
     live = peak = 0
-    for event in sorted(events, key=lambda e: e.time_range.start):
-        size = event.self_cpu_memory_usage
-        if size > 0 and event.thread == thread and not _in_collective(event):
-            held[size] += 1
-            live += size
-            peak = max(peak, live)
-        elif size < 0 and held[-size] > 0:
-            held[-size] -= 1
-            live += size
+    for event in sorted(events, key=lambda e: e.time_range.end if e.self_cpu_memory_usage < 0 else e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
     return peak, result
