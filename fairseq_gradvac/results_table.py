@@ -176,8 +176,8 @@ def zero_shot_table(runs, zero_shot):
 
 
 def paired_bootstrap(baseline_file, system_file, reference_file, n_samples=1000):
-    """{metric: (baseline score, system score, p-value)} of sacrebleu's paired bootstrap
-    resampling test (BLEU and chrF) of two systems' outputs on one test set."""
+    """{metric: (baseline score, system score, p-value, signature)} of sacrebleu's paired
+    bootstrap resampling test (BLEU and chrF) of two systems' outputs on one test set."""
     from sacrebleu.metrics import BLEU, CHRF
     from sacrebleu.significance import PairedTest
 
@@ -189,10 +189,10 @@ def paired_bootstrap(baseline_file, system_file, reference_file, n_samples=1000)
                          f"{len(base)}, {len(system)} and {len(refs)} lines")
     test = PairedTest([("baseline", base), ("system", system)], {"BLEU": BLEU(), "chrF": CHRF()},
                       [refs], test_type="bs", n_samples=n_samples)
-    _, scores = test()
+    signatures, scores = test()
     names = [n for n in scores if n != "System"]  # sacrebleu's names: BLEU, chrF2
-    return {key: (scores[name][0].score, scores[name][1].score, scores[name][1].p_value)
-            for key, name in zip(METRICS, names)}
+    return {key: (scores[name][0].score, scores[name][1].score, scores[name][1].p_value,
+                  str(signatures[name])) for key, name in zip(METRICS, names)}
 
 
 def significance(runs_dir, baseline, n_samples=1000):
@@ -212,10 +212,10 @@ def significance(runs_dir, baseline, n_samples=1000):
             for d, (hyp, ref) in files.items():
                 if d not in base_files or os.path.abspath(base_files[d][1]) != os.path.abspath(ref):
                     continue
-                for metric, (b, s, p) in paired_bootstrap(base_files[d][0], hyp, ref, n_samples).items():
+                for metric, (b, s, p, sig) in paired_bootstrap(base_files[d][0], hyp, ref, n_samples).items():
                     tests.append({"row": key[0], "sampling": key[1], "seed": seed, "direction": d,
                                   "metric": metric, "baseline": round(b, 2), "system": round(s, 2),
-                                  "delta": round(s - b, 2), "p": p})
+                                  "delta": round(s - b, 2), "p": p, "signature": sig})
     return tests
 
 
@@ -254,6 +254,8 @@ def significance_tables(tests, baseline, alpha=0.05):
         lines.append("")
     lines.append(f"Significant (p < {alpha:g}) in the same direction in every seed:")
     lines += [f"- {e}" for e in everywhere] or ["- none"]
+    signatures = dict.fromkeys((METRICS[t["metric"]], t["signature"]) for t in tests)
+    lines += ["", "sacreBLEU paired-test signatures: " + "; ".join(f"{m} `{s}`" for m, s in signatures)]
     return "\n".join(lines) + "\n"
 
 
