@@ -75,20 +75,32 @@ trained_updates() {  # the updates of RUN/checkpoint_last.pt (0 without one)
 }
 
 train_run() {  # train_run ROW_SAMPLING SEED MAX_UPDATE: train (or resume) to MAX_UPDATE updates
-  local spec=$1 seed=$2 max=$3 dir=$RUNS/${1}_seed$2 method sampling extra=() done
-  done=$(trained_updates "$dir")
-  # fairseq resumed at --max-update would make one update more
-  [ "$done" -lt "$max" ] || { [ "$done" = "$max" ] && return 0; echo "[study] $dir has $done updates, more than $max" >&2; return 1; }
+  local spec=$1 seed=$2 max=$3 dir=$RUNS/${1}_seed$2 method sampling extra=() keep=-1 units=() p
   read -r method sampling <<< "$(method_of "$spec")"
   [[ $spec == *_low_* ]] && extra=(--gradvac-directions "$LOW_DIRECTIONS")
-  local keep=-1
   [ "$PROBE_EVERY" -gt 0 ] && keep=$PROBE_EVERY
-  # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
-  SEED=$seed SIMILARITY_INTERVAL=$SIMILARITY_INTERVAL MINUTES= bash scripts/train.sh "$DATA_CONFIG" \
-    "$method" "$sampling" "$MODEL" "$dir" "${extra[@]}" --max-update "$max" \
-    --validate-interval-updates "$EVERY" --save-interval-updates "$EVERY" --keep-interval-updates 1 \
-    --keep-interval-updates-pattern "$keep" --log-interval 100 ${TRAIN_ARGS:-} > /dev/null \
-    || { echo "[study] training failed: $dir/train.log" >&2; return 1; }
+  if grep -q '^# bilingual' "configs/methods/$method.args"; then  # one model per direction
+    mkdir -p "$RUNS/.configs"
+    for p in ${LANG_PAIRS//,/ }; do
+      printf 'source %q\nLANG_PAIRS=%s\n' "$(realpath "$DATA_CONFIG")" "$p" > "$RUNS/.configs/$p.sh"
+      units+=("$dir/$p:$RUNS/.configs/$p.sh")
+    done
+  else
+    units=("$dir:$DATA_CONFIG")
+  fi
+  for unit in "${units[@]}"; do
+    local done
+    done=$(trained_updates "${unit%%:*}")
+    # fairseq resumed at --max-update would make one update more
+    [ "$done" = "$max" ] && continue
+    [ "$done" -lt "$max" ] || { echo "[study] ${unit%%:*} has $done updates, more than $max" >&2; return 1; }
+    # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
+    SEED=$seed SIMILARITY_INTERVAL=$SIMILARITY_INTERVAL MINUTES= bash scripts/train.sh "${unit#*:}" \
+      "$method" "$sampling" "$MODEL" "$dir" "${extra[@]}" --max-update "$max" \
+      --validate-interval-updates "$EVERY" --save-interval-updates "$EVERY" --keep-interval-updates 1 \
+      --keep-interval-updates-pattern "$keep" --log-interval 100 ${TRAIN_ARGS:-} > /dev/null \
+      || { echo "[study] training failed: ${unit%%:*}/train.log" >&2; return 1; }
+  done
 }
 
 finish_run() {  # finish_run ROW_SAMPLING SEED: train to the budget, score, probe
