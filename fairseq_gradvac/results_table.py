@@ -259,8 +259,31 @@ def significance_tables(tests, baseline, alpha=0.05):
     return "\n".join(lines) + "\n"
 
 
-def data_and_budget(runs_dir):
-    """The study's data table and budget, when RUNS_DIR has them."""
+_DONE = re.compile(r"done training in ([0-9.]+) seconds")
+
+
+def training_seconds(run):
+    """fairseq's "done training in" of a run folder, summed over its invocations and (bilingual)
+    its per-direction models; a killed invocation's time is not in any log line."""
+    logs = [os.path.join(run, "train.log")] + sorted(glob.glob(os.path.join(run, "*", "train.log")))
+    total = 0.0
+    for log in logs:
+        if os.path.exists(log):
+            with open(log) as f:
+                total += sum(float(m[1]) for m in _DONE.finditer(f.read()))
+    return total
+
+
+def times_table(runs_dir):
+    lines = ["| row | T | training minutes per run |", "|---|---|---:|"]
+    for (row, sampling), seeds in sorted(run_folders(runs_dir).items(), key=lambda kv: _row_order(kv[0])):
+        minutes = [training_seconds(seeds[s]) / 60 for s in sorted(seeds)]
+        lines.append(f"| {_label(row)} | {sampling[1:]} | {_cell(minutes)} |")
+    return "\n".join(lines) + "\n"
+
+
+def study_facts(runs_dir):
+    """The study's data table and budget, when RUNS_DIR has them, and the training times."""
     text = []
     data = os.path.join(runs_dir, "data.md")
     if os.path.exists(data):
@@ -274,6 +297,8 @@ def data_and_budget(runs_dir):
             text += ["## Budget", "", f"{b['budget']} updates: the validation loss of {b['source']} lowered by "
                      f"{100 * b['drop']:.2f}% over the last {100 * b['fraction']:g}% of training "
                      f"(rule: < {100 * b['tolerance']:g}%).", ""]
+    text += ["Training time on this machine (fairseq's \"done training in\", summed over a run's "
+             "invocations):", "", times_table(runs_dir)]
     return "\n".join(text)
 
 
@@ -296,7 +321,7 @@ def main(argv=None):
     scores = {m: collect(a.runs_dir, m) for m in METRICS}
     if not scores["bleu"]:
         raise SystemExit(f"no evaluated runs (ROW_T_seedN/bleu.json) under {a.runs_dir}")
-    parts = [data_and_budget(a.runs_dir)]
+    parts = [study_facts(a.runs_dir)]
     for metric, name in METRICS.items():
         runs = scores[metric]
         if not runs:

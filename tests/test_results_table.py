@@ -140,3 +140,11 @@ def test_the_command_writes_bleu_chrf_and_the_paired_tests(outputs):
     assert "| (9) GradVac w. all_layer | 5 | 2.00 ±0.00 |" in text  # chrF cells from bleu.json
     saved = json.loads((out.parent / "table.json").read_text())
     assert len(saved["paired_bootstrap"]) == 12 and "bs:200" in saved["paired_bootstrap"][0]["signature"]
+
+
+def test_training_time_sums_fairseqs_done_lines_over_a_runs_invocations(runs):
+    log = "x | done training in 60.0 seconds\nresumed\ny | done training in 120.0 seconds\n"
+    (runs / "multilingual_t5_seed1" / "train.log").write_text(log)
+    (runs / "multilingual_t5_seed2" / "train.log").write_text("z | done training in 240.0 seconds\n")
+    assert results_table.training_seconds(str(runs / "multilingual_t5_seed1")) == 180.0
+    assert "| (2) Multilingual | 5 | 3.50 ±0.71 |" in results_table.times_table(str(runs))
