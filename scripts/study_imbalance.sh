@@ -195,5 +195,10 @@ done
 # 4. the tables
 python3 -m fairseq_gradvac.results_table "$RUNS" --high "$HIGH" --med "$MED" --low "$LOW" \
   --zero-shot "$ZERO_SHOT" --baseline "$BASELINE" --bootstrap "$BOOTSTRAP" --out "$RUNS/results" > /dev/null
-python3 -m fairseq_gradvac.analysis.conflicts "$RUNS" --window "$EVERY" --out "$RUNS/conflicts" > /dev/null
-echo "[study] tables: $RUNS/results.md; what GradVac did: $RUNS/conflicts/conflicts.md"
+echo "[study] tables: $RUNS/results.md"
+if compgen -G "$RUNS/*/similarity.csv" > /dev/null; then
+  python3 -m fairseq_gradvac.analysis.conflicts "$RUNS" --window "$EVERY" --out "$RUNS/conflicts" > /dev/null
+  echo "[study] what GradVac did: $RUNS/conflicts/conflicts.md"
+else
+  echo "[study] no gradient cosines recorded (a budget under SIMILARITY_INTERVAL=$SIMILARITY_INTERVAL updates): no conflicts tables"
+fi

@@ -73,7 +73,7 @@ def study(config, tmp_path_factory):
 
 def test_every_table_cell_is_there(study):
     runs, out = study
-    assert f"[study] tables: {runs}/results.md" in out
+    assert f"[study] tables: {runs}/results.md" in out and f"what GradVac did: {runs}/conflicts/conflicts.md" in out
     text = (runs / "results.md").read_text()
     for metric in ("BLEU", "chrF"):
         section = text.split(f"## {metric} per direction")[1].split("Seeds per row")[0]
