@@ -5,8 +5,11 @@
 
 The task options (data, language list, training pairs, language tokens) are read from the
 checkpoint, so a direction is decoded exactly as it was trained. Hypotheses are scored by
-sacrebleu against the raw reference text (``--raw``) or, without it, fairseq's own
-detokenized targets; the sacrebleu signature is kept. Writes OUT.json and OUT.md.
+sacrebleu (BLEU and chrF) against the raw reference text (``--raw``) or, without it,
+fairseq's own detokenized targets; the sacrebleu signatures are kept. Writes OUT.json,
+OUT.md and the hypotheses, one file per direction (OUT.hyp/DIRECTION.txt, with the
+reference file in OUT.json), for paired significance tests between runs; OUT.json is
+written last, so its presence means the evaluation is complete.
 
     python -m fairseq_gradvac.evaluate --checkpoint runs/x/checkpoint_best.pt --raw data/x/raw \
         --out runs/x/bleu --samples 3 --try en-fr --spm-model data/x/spm.model
@@ -77,14 +80,22 @@ def generate_command(checkpoint, options, direction, beam, max_tokens, post_proc
     return cmd
 
 
-def _read_references(raw_dir, direction, subset):
+def reference_path(raw_dir, direction, subset):
     src, tgt = direction.split("-")
     for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
         path = os.path.join(raw_dir, f"{subset}.{pair}.{tgt}")
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                return [line.rstrip("\n") for line in f]
+            return path
     raise FileNotFoundError(f"no reference file {subset}.{src}-{tgt}.{tgt} (or {tgt}-{src}) in {raw_dir}")
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def _read_references(raw_dir, direction, subset):
+    return read_lines(reference_path(raw_dir, direction, subset))
 
 
 def parse_generate_output(text):
@@ -115,10 +126,14 @@ def evaluate_direction(checkpoint, options, direction, raw_dir=None, beam=5, max
             f"{direction}: fairseq-generate translated {len(hyps)} of {len(refs)} sentences"
         )
     hypotheses = [hyps[i] for i in range(len(refs))]
-    bleu = sacrebleu.metrics.BLEU()
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
     score = bleu.corpus_score(hypotheses, [refs])
+    chrf_score = chrf.corpus_score(hypotheses, [refs])
     return {"bleu": round(score.score, 2), "signature": str(bleu.get_signature()),
-            "sentences": len(refs), "hypotheses": hypotheses, "references": refs}
+            "chrf": round(chrf_score.score, 2), "chrf_signature": str(chrf.get_signature()),
+            "sentences": len(refs),
+            "reference": os.path.abspath(reference_path(raw_dir, direction, subset)) if raw_dir else None,
+            "hypotheses": hypotheses, "references": refs}
 
 
 def _read_sources(raw_dir, direction, subset):
@@ -194,14 +209,16 @@ def summarize(results, zero_shot):
 
 
 def to_markdown(results, zero_shot, title):
-    lines = [f"### {title}", "", "| direction | kind | BLEU | sentences |", "|---|---|---:|---:|"]
+    lines = [f"### {title}", "", "| direction | kind | BLEU | chrF | sentences |", "|---|---|---:|---:|---:|"]
     for d, r in results.items():
-        lines.append(f"| {d} | {'zero-shot' if d in zero_shot else 'supervised'} | {r['bleu']:.2f} | {r['sentences']} |")
+        lines.append(f"| {d} | {'zero-shot' if d in zero_shot else 'supervised'} | {r['bleu']:.2f} "
+                     f"| {r['chrf']:.2f} | {r['sentences']} |")
     for name, value in summarize(results, zero_shot).items():
         if value is not None:
-            lines.append(f"| avg {name.replace('_', '->' if name != 'zero_shot' else '-')} | | {value:.2f} | |")
-    signature = next(iter(results.values()))["signature"] if results else ""
-    lines += ["", f"sacreBLEU signature: `{signature}`", ""]
+            lines.append(f"| avg {name.replace('_', '->' if name != 'zero_shot' else '-')} | | {value:.2f} | | |")
+    first = next(iter(results.values()), {})
+    lines += ["", f"sacreBLEU signatures: BLEU `{first.get('signature', '')}`, chrF "
+              f"`{first.get('chrf_signature', '')}`", ""]
     return "\n".join(lines)
 
 
@@ -257,6 +274,8 @@ def main(argv=None):
                                         args.max_tokens, args.post_process, args.subset,
                                         (args.max_len_a, args.max_len_b))
         hypotheses, references = results[d].pop("hypotheses"), results[d].pop("references")
+        if args.out:
+            results[d]["hypotheses"] = write_hypotheses(args.out, d, hypotheses)
         print(f"[evaluate] {d}: BLEU {results[d]['bleu']:.2f} ({results[d]['sentences']} sentences)",
               flush=True)
         if args.samples and d in sample_directions:
@@ -269,11 +288,23 @@ def main(argv=None):
         try_interactive(args, options, parser)
 
 
+def write_hypotheses(out, direction, hypotheses):
+    """OUT.hyp/DIRECTION.txt, one hypothesis per test sentence; returns its path relative to
+    OUT's folder (as OUT.json names it)."""
+    folder = out + ".hyp"
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{direction}.txt")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("".join(h + "\n" for h in hypotheses))
+    os.replace(path + ".tmp", path)
+    return os.path.relpath(path, os.path.dirname(os.path.abspath(out)))
+
+
 def write_results(args, results, zero_shot, samples):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     payload = {"checkpoint": args.checkpoint, "zero_shot": zero_shot, "directions": results,
                "averages": summarize(results, zero_shot)}
-    with open(args.out + ".json", "w") as f:
+    with open(args.out + ".json.tmp", "w") as f:  # last, and whole: its presence means done
         json.dump(payload, f, indent=2)
     with open(args.out + ".md", "w") as f:
         f.write(to_markdown(results, zero_shot, os.path.basename(os.path.dirname(os.path.abspath(args.checkpoint)))))
@@ -283,6 +314,7 @@ def write_results(args, results, zero_shot, samples):
         with open(args.out + ".samples.md", "w") as f:
             f.write(text)
         print(text)
+    os.replace(args.out + ".json.tmp", args.out + ".json")
 
 
 def try_interactive(args, options, parser):

@@ -1,17 +1,25 @@
-"""Table 1 of the paper from evaluated runs: BLEU per direction, En->Any / Any->En averages,
-the High/Med/Low data-imbalance table, and the zero-shot directions.
+"""Table 1 of the paper from evaluated runs: BLEU and chrF per direction, En->Any / Any->En
+averages, the High/Med/Low data-imbalance table, the zero-shot directions, and each method
+against a baseline by sacrebleu's paired bootstrap test on every seed's test outputs.
 
     python -m fairseq_gradvac.results_table RUNS_DIR --high fr,cs --med tr --low hi \
-        --zero-shot fr-cs,cs-fr --out RUNS_DIR/table1
+        --zero-shot fr-cs,cs-fr --baseline multilingual_t5 --out RUNS_DIR/table1
 
 RUNS_DIR holds one folder per run named ROW_SAMPLING_seedN (as scripts/reproduce_table1.sh
-writes them), each with the bleu.json of fairseq_gradvac.evaluate, or, for the bilingual
-row, one sub-folder per direction with its own bleu.json. Seeds are averaged; the spread
-(max - min over seeds) is shown when there is more than one.
+and scripts/study_imbalance.sh write them), each with the bleu.json of
+fairseq_gradvac.evaluate, or, for the bilingual row, one sub-folder per direction with its
+own bleu.json. Cells are the mean ± the standard deviation over seeds (n - 1 in the
+denominator). The significance tables compare each run with the baseline run of the same
+seed on each direction's test set (the hypotheses evaluate keeps): sacrebleu's paired
+bootstrap resampling (sacrebleu.significance.PairedTest, test_type "bs"; its seed,
+SACREBLEU_SEED, default 12345), p < --alpha counted per seed. RUNS_DIR/data.json
+(fairseq_gradvac.sampling_shares) and RUNS_DIR/budget.json (fairseq_gradvac.budget) are
+shown when present.
 """
 import argparse
 import glob
 import json
+import math
 import os
 import re
 from collections import defaultdict
@@ -21,31 +29,58 @@ ROW_ORDER = [
     ("gradnorm", "(3) GradNorm"), ("mgda", "(4) MGDA"), ("pcgrad", "(5) PCGrad"),
     ("pcgrad_all_layer", "(6) PCGrad w. all_layer"), ("gradvac_fixed_obj", "(7) GradVac w. fixed_obj"),
     ("gradvac_whole_model", "(8) GradVac w. whole_model"), ("gradvac_all_layer", "(9) GradVac w. all_layer"),
+    ("gradvac_all_layer_low", "(9) GradVac w. all_layer, low-resource directions only"),
 ]
+METRICS = {"bleu": "BLEU", "chrf": "chrF"}
 _RUN = re.compile(r"^(?P<row>.+)_(?P<sampling>t\d+)_seed(?P<seed>\d+)$")
 
 
-def load_run(path):
-    """{direction: BLEU} of one run folder (a bilingual run merges its per-direction models)."""
+def _score_files(path):
     single = os.path.join(path, "bleu.json")
-    files = [single] if os.path.exists(single) else sorted(glob.glob(os.path.join(path, "*", "bleu.json")))
+    return [single] if os.path.exists(single) else sorted(glob.glob(os.path.join(path, "*", "bleu.json")))
+
+
+def load_run(path, metric="bleu"):
+    """{direction: score} of one run folder (a bilingual run merges its per-direction models);
+    a direction scored without ``metric`` (an older bleu.json without chrF) is left out."""
     scores = {}
-    for f in files:
+    for f in _score_files(path):
         with open(f) as fh:
             for d, r in json.load(fh)["directions"].items():
-                scores[d] = r["bleu"]
+                if metric in r:
+                    scores[d] = r[metric]
     return scores
 
 
-def collect(runs_dir):
-    """{(row, sampling): [ {direction: BLEU} per seed ]}"""
-    runs = defaultdict(list)
+def test_outputs(path):
+    """{direction: (hypotheses file, reference file)} of one run folder, for the directions
+    whose evaluation kept them."""
+    files = {}
+    for f in _score_files(path):
+        with open(f) as fh:
+            for d, r in json.load(fh)["directions"].items():
+                if r.get("hypotheses") and r.get("reference"):
+                    files[d] = (os.path.join(os.path.dirname(f), r["hypotheses"]), r["reference"])
+    return files
+
+
+def run_folders(runs_dir):
+    """{(row, sampling): {seed: folder}} of the evaluated runs."""
+    runs = defaultdict(dict)
     for path in sorted(glob.glob(os.path.join(runs_dir, "*"))):
         m = _RUN.match(os.path.basename(path))
-        if m and os.path.isdir(path):
-            scores = load_run(path)
-            if scores:
-                runs[(m["row"], m["sampling"])].append(scores)
+        if m and os.path.isdir(path) and _score_files(path):
+            runs[(m["row"], m["sampling"])][int(m["seed"])] = path
+    return runs
+
+
+def collect(runs_dir, metric="bleu"):
+    """{(row, sampling): [ {direction: score} per seed, in seed order ]}"""
+    runs = {}
+    for key, seeds in run_folders(runs_dir).items():
+        scores = [load_run(seeds[s], metric) for s in sorted(seeds)]
+        if any(scores):
+            runs[key] = scores
     return runs
 
 
@@ -53,16 +88,21 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+def _std(xs):
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
 def _cell(values):
     if not values:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.2f}"
-    return f"{_mean(values):.2f} ±{(max(values) - min(values)) / 2:.2f}"
+    return f"{_mean(values):.2f} ±{_std(values):.2f}"
 
 
 def _per_seed(seeds, directions):
-    """Per seed, the average BLEU over ``directions`` (None if a direction is missing)."""
+    """Per seed, the average score over ``directions`` (None if a direction is missing)."""
     out = []
     for s in seeds:
         if all(d in s for d in directions) and directions:
@@ -74,6 +114,15 @@ def _present(runs):
     return {d for seeds in runs.values() for s in seeds for d in s}
 
 
+def _label(row):
+    return dict(ROW_ORDER).get(row, row)
+
+
+def _row_order(key):
+    known = [r for r, _ in ROW_ORDER]
+    return (known.index(key[0]) if key[0] in known else len(known), key[0], int(key[1][1:]))
+
+
 def table1(runs, langs, zero_shot):
     present = _present(runs)  # a side no run trained (e.g. En->Any only) gets no columns
     en_any = [f"en-{l}" for l in langs if f"en-{l}" in present]
@@ -81,9 +130,7 @@ def table1(runs, langs, zero_shot):
     head = (en_any and en_any + ["En->Any avg"]) + (any_en and any_en + ["Any->En avg"])
     head += zero_shot and ["zero-shot avg"]
     lines = ["| row | T | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
-    known = [r for r, _ in ROW_ORDER]
-    rows = sorted(runs, key=lambda k: (known.index(k[0]) if k[0] in known else len(known), k[0], k[1]))
-    for row, sampling in rows:
+    for row, sampling in sorted(runs, key=_row_order):
         seeds = runs[(row, sampling)]
         cells = []
         for side in (en_any, any_en):
@@ -91,16 +138,16 @@ def table1(runs, langs, zero_shot):
                 cells += [_cell(_per_seed(seeds, [d])) for d in side] + [_cell(_per_seed(seeds, side))]
         if zero_shot:
             cells.append(_cell(_per_seed(seeds, zero_shot)))
-        name = dict(ROW_ORDER).get(row, row)
-        lines.append(f"| {name} | {sampling[1:]} | " + " | ".join(cells) + f" |")
+        lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
     seeds_used = sorted({len(v) for v in runs.values()})
     lines.append("")
     lines.append(f"Seeds per row: {', '.join(map(str, seeds_used))}; with several, cells show "
-                 "mean ±half the range.")
+                 "mean ±standard deviation over seeds.")
     return "\n".join(lines)
 
 
-def imbalance_table(runs, levels, rows=("multilingual", "pcgrad_all_layer", "gradvac_all_layer")):
+def imbalance_table(runs, levels, rows=("multilingual", "pcgrad_all_layer", "gradvac_all_layer",
+                                        "gradvac_all_layer_low")):
     """The paper's High/Med/Low table: rows are (method, T), averages per resource level,
     in the paper's order (multilingual at each T first, then the methods)."""
     lines = []
@@ -115,10 +162,144 @@ def imbalance_table(runs, levels, rows=("multilingual", "pcgrad_all_layer", "gra
                                     key=lambda k: (rows.index(k[0]), int(k[1][1:]))):
             seeds = runs[(row, sampling)]
             cells = [_cell(_per_seed(seeds, ds)) for ds in groups.values()] + [_cell(_per_seed(seeds, every))]
-            label = f"T={sampling[1:]}" if row == "multilingual" else f"{dict(ROW_ORDER).get(row, row)} T={sampling[1:]}"
+            label = f"T={sampling[1:]}" if row == "multilingual" else f"{_label(row)} T={sampling[1:]}"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def zero_shot_table(runs, zero_shot):
+    head = "| row | T | " + " | ".join(zero_shot) + " |"
+    rows = [f"| {_label(r)} | {s[1:]} | " + " | ".join(_cell(_per_seed(runs[(r, s)], [d])) for d in zero_shot) + " |"
+            for r, s in sorted(runs, key=_row_order)]
+    return "\n".join([head, "|---|---|" + "---:|" * len(zero_shot)] + rows)
+
+
+def paired_bootstrap(baseline_file, system_file, reference_file, n_samples=1000):
+    """{metric: (baseline score, system score, p-value, signature)} of sacrebleu's paired
+    bootstrap resampling test (BLEU and chrF) of two systems' outputs on one test set."""
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    from .evaluate import read_lines
+
+    refs, base, system = (read_lines(f) for f in (reference_file, baseline_file, system_file))
+    if not len(refs) == len(base) == len(system):
+        raise ValueError(f"{baseline_file}, {system_file} and {reference_file} have "
+                         f"{len(base)}, {len(system)} and {len(refs)} lines")
+    test = PairedTest([("baseline", base), ("system", system)], {"BLEU": BLEU(), "chrF": CHRF()},
+                      [refs], test_type="bs", n_samples=n_samples)
+    signatures, scores = test()
+    names = [n for n in scores if n != "System"]  # sacrebleu's names: BLEU, chrF2
+    return {key: (scores[name][0].score, scores[name][1].score, scores[name][1].p_value,
+                  str(signatures[name])) for key, name in zip(METRICS, names)}
+
+
+def significance(runs_dir, baseline, n_samples=1000):
+    """Each run against the baseline run of the same seed, on every direction both kept the
+    test outputs of (on the same reference file): [{row, sampling, seed, direction, metric,
+    baseline, system, delta, p}]."""
+    folders = run_folders(runs_dir)
+    base_key = tuple(baseline.rsplit("_", 1))
+    if base_key not in folders:
+        return []
+    tests = []
+    for key in sorted(folders, key=_row_order):
+        if key == base_key:
+            continue
+        for seed in sorted(set(folders[key]) & set(folders[base_key])):
+            base_files, files = test_outputs(folders[base_key][seed]), test_outputs(folders[key][seed])
+            for d, (hyp, ref) in files.items():
+                if d not in base_files or os.path.abspath(base_files[d][1]) != os.path.abspath(ref):
+                    continue
+                for metric, (b, s, p, sig) in paired_bootstrap(base_files[d][0], hyp, ref, n_samples).items():
+                    tests.append({"row": key[0], "sampling": key[1], "seed": seed, "direction": d,
+                                  "metric": metric, "baseline": round(b, 2), "system": round(s, 2),
+                                  "delta": round(s - b, 2), "p": p, "signature": sig})
+    return tests
+
+
+def significance_tables(tests, baseline, alpha=0.05):
+    """Per metric: method x direction, the mean difference to the baseline over seeds and
+    how many seeds' differences are significant (p < alpha) in that direction (+ better,
+    - worse); bold where every seed's is, in the same direction. Then the list of those."""
+    if not tests:
+        return "No paired tests (no baseline run, or no kept test outputs).\n"
+    by = defaultdict(list)
+    for t in tests:
+        by[(t["metric"], t["row"], t["sampling"], t["direction"])].append(t)
+    directions = list(dict.fromkeys(t["direction"] for t in tests))
+    methods = list(dict.fromkeys((t["row"], t["sampling"]) for t in tests))
+    lines, everywhere = [], []
+    for metric, name in METRICS.items():
+        lines += [f"### {name}: difference to {baseline} (seeds with p < {alpha:g}: better+ / worse-)", "",
+                  "| row | T | " + " | ".join(directions) + " |", "|---|---|" + "---:|" * len(directions)]
+        for row, sampling in methods:
+            cells = []
+            for d in directions:
+                seeds = by.get((metric, row, sampling, d), [])
+                if not seeds:
+                    cells.append("-")
+                    continue
+                up = sum(t["p"] < alpha and t["delta"] > 0 for t in seeds)
+                down = sum(t["p"] < alpha and t["delta"] < 0 for t in seeds)
+                cell = f"{_mean([t['delta'] for t in seeds]):+.2f} ({up}+ {down}-/{len(seeds)})"
+                if len(seeds) in (up, down):
+                    cell = f"**{cell}**"
+                    everywhere.append(f"{name} {d}: {_label(row)} T={sampling[1:]} "
+                                      f"{'better' if up else 'worse'} in all {len(seeds)} seeds "
+                                      f"(mean {_mean([t['delta'] for t in seeds]):+.2f})")
+                cells.append(cell)
+            lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(f"Significant (p < {alpha:g}) in the same direction in every seed:")
+    lines += [f"- {e}" for e in everywhere] or ["- none"]
+    signatures = dict.fromkeys((METRICS[t["metric"]], t["signature"]) for t in tests)
+    lines += ["", "sacreBLEU paired-test signatures: " + "; ".join(f"{m} `{s}`" for m, s in signatures)]
+    return "\n".join(lines) + "\n"
+
+
+_DONE = re.compile(r"done training in ([0-9.]+) seconds")
+
+
+def training_seconds(run):
+    """fairseq's "done training in" of a run folder, summed over its invocations and (bilingual)
+    its per-direction models; a killed invocation's time is not in any log line."""
+    logs = [os.path.join(run, "train.log")] + sorted(glob.glob(os.path.join(run, "*", "train.log")))
+    total = 0.0
+    for log in logs:
+        if os.path.exists(log):
+            with open(log) as f:
+                total += sum(float(m[1]) for m in _DONE.finditer(f.read()))
+    return total
+
+
+def times_table(runs_dir):
+    lines = ["| row | T | training minutes per run |", "|---|---|---:|"]
+    for (row, sampling), seeds in sorted(run_folders(runs_dir).items(), key=lambda kv: _row_order(kv[0])):
+        minutes = [training_seconds(seeds[s]) / 60 for s in sorted(seeds)]
+        lines.append(f"| {_label(row)} | {sampling[1:]} | {_cell(minutes)} |")
+    return "\n".join(lines) + "\n"
+
+
+def study_facts(runs_dir):
+    """The study's data table and budget, when RUNS_DIR has them, and the training times."""
+    text = []
+    data = os.path.join(runs_dir, "data.md")
+    if os.path.exists(data):
+        with open(data) as f:
+            text += ["## Training data and sampling shares", "", f.read()]
+    budget = os.path.join(runs_dir, "budget.json")
+    if os.path.exists(budget):
+        with open(budget) as f:
+            b = json.load(f)
+        if b.get("holds"):
+            text += ["## Budget", "", f"{b['budget']} updates: the validation loss of {b['source']} lowered by "
+                     f"{100 * b['drop']:.2f}% over the last {100 * b['fraction']:g}% of training "
+                     f"(rule: < {100 * b['tolerance']:g}%).", ""]
+    text += ["Training time on this machine (fairseq's \"done training in\", summed over a run's "
+             "invocations):", "", times_table(runs_dir)]
+    return "\n".join(text)
 
 
 def main(argv=None):
@@ -128,31 +309,39 @@ def main(argv=None):
     p.add_argument("--med", default="tr")
     p.add_argument("--low", default="hi")
     p.add_argument("--zero-shot", default="")
+    p.add_argument("--baseline", default="multilingual_t5", help="ROW_SAMPLING the paired tests compare with")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no paired tests)")
+    p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--out", default=None, help="also write OUT.md and OUT.json")
     a = p.parse_args(argv)
     levels = {"High": [l for l in a.high.split(",") if l], "Med": [l for l in a.med.split(",") if l],
               "Low": [l for l in a.low.split(",") if l]}
     langs = [l for ls in levels.values() for l in ls]
     zero_shot = [d for d in a.zero_shot.split(",") if d]
-    runs = collect(a.runs_dir)
-    if not runs:
+    scores = {m: collect(a.runs_dir, m) for m in METRICS}
+    if not scores["bleu"]:
         raise SystemExit(f"no evaluated runs (ROW_T_seedN/bleu.json) under {a.runs_dir}")
-    text = "\n".join([
-        "## BLEU per direction (Table 1 layout)", "", table1(runs, langs, zero_shot), "",
-        "## Data imbalance (High / Med / Low resource)", "", imbalance_table(runs, levels),
-    ])
-    if zero_shot:
-        head = "| row | T | " + " | ".join(zero_shot) + " |"
-        rows = [f"| {dict(ROW_ORDER).get(r, r)} | {s[1:]} | "
-                + " | ".join(_cell(_per_seed(v, [d])) for d in zero_shot) + " |"
-                for (r, s), v in sorted(runs.items())]
-        text += "\n## Zero-shot directions\n\n" + "\n".join([head, "|---|---|" + "---:|" * len(zero_shot)] + rows) + "\n"
+    parts = [study_facts(a.runs_dir)]
+    for metric, name in METRICS.items():
+        runs = scores[metric]
+        if not runs:
+            continue
+        parts += [f"## {name} per direction (Table 1 layout)", "", table1(runs, langs, zero_shot), "",
+                  f"## {name}: data imbalance (High / Med / Low resource)", "", imbalance_table(runs, levels)]
+        if zero_shot:
+            parts += [f"## {name}: zero-shot directions", "", zero_shot_table(runs, zero_shot), ""]
+    tests = significance(a.runs_dir, a.baseline, a.bootstrap) if a.bootstrap > 0 else []
+    if a.bootstrap > 0:
+        parts += [f"## Paired bootstrap against {a.baseline} ({a.bootstrap} resamples, per seed and "
+                  "direction)", "", significance_tables(tests, a.baseline, a.alpha)]
+    text = "\n".join(parts)
     print(text)
     if a.out:
         with open(a.out + ".md", "w") as f:
             f.write(text)
         with open(a.out + ".json", "w") as f:
-            json.dump({f"{r}_{s}": v for (r, s), v in runs.items()}, f, indent=2)
+            json.dump({"scores": {m: {f"{r}_{s}": v for (r, s), v in runs.items()} for m, runs in scores.items()},
+                       "paired_bootstrap": tests}, f, indent=2)
 
 
 if __name__ == "__main__":
