@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from fairseq_gradvac.surgery import mgda as mgda_module
 from fairseq_gradvac.surgery import (
     MGDA,
     GradNorm,
@@ -185,13 +186,13 @@ def assert_min_norm_certificate(alpha, grams, tolerance=1e-11):
 
 
 def counting_solves(monkeypatch):
-    """Count the batched solves of min_norm_weights: one per iteration."""
+    """Count the batched solves of min_norm_weights (one per iteration): their batch sizes."""
     calls = []
     solve_ex = torch.linalg.solve_ex
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return solve_ex(*args, **kwargs)
+    def counted(system, *args, **kwargs):
+        calls.append(len(system))
+        return solve_ex(system, *args, **kwargs)
 
     monkeypatch.setattr(torch.linalg, "solve_ex", counted)
     return calls
@@ -213,6 +214,22 @@ def test_mgda_is_exact_on_hard_cases(family, monkeypatch):
     scale = grams.diagonal(dim1=1, dim2=2).amax(1)
     assert (value <= best * (1 + 1e-9) + 1e-13 * scale).all()
     assert (best <= value * (1 + 1e-9) + 1e-13 * scale).all()  # the enumeration agrees
+
+
+def test_mgda_stops_solving_the_groups_that_are_done(monkeypatch):
+    """Groups with a zero gradient are done at once (0 is the min-norm point): after the
+    host's first look, only the other groups are solved; the result is still exact."""
+    gen = torch.Generator().manual_seed(5)
+    g = torch.randn(40, 16, 30, generator=gen, dtype=torch.float64)
+    g[:, 1] -= 1.5 * g[:, 0]
+    g[10:, 3] = 0  # 30 of the 40 groups: done at the first major step
+    grams = g @ g.transpose(1, 2)
+    solves = counting_solves(monkeypatch)
+    alpha = min_norm_weights(grams)
+    assert_min_norm_certificate(alpha, grams)
+    assert (alpha[10:, 3] == 1).all()
+    assert solves[0] == 40 and len(solves) > mgda_module.CHECK_EVERY
+    assert max(solves[mgda_module.CHECK_EVERY:]) <= 10
 
 
 @pytest.mark.parametrize("K", [16, 40])
