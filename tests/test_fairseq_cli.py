@@ -189,14 +189,17 @@ def test_reset_optimizer_starts_the_combiner_afresh(corpus, gradvac_run, tmp_pat
      "argument --gradnorm-lr: expected a finite number, got 'inf'"),
     (("--gradvac-beta", "nan"), "argument --gradvac-beta: expected a finite number, got 'nan'"),
     (("--gradient-combiner", "gradnorm", "--gradnorm-lr", "-1"), "GradNorm's lr must be a finite number > 0"),
-    # found at the first update, before anything is saved
+    # found when the model is built, before the first epoch
     (("--gradient-combiner", "gradnorm", "--gradnorm-layer", "decoder.layers.9"),
-     "no parameter is called 'decoder.layers.9' or 'decoder.layers.9.*'"),
+     "--gradnorm-layer decoder.layers.9: no parameter is called 'decoder.layers.9' or 'decoder.layers.9.*'"),
+    (("--gradient-combiner", "mgda", "--sentence-avg"), "train mgda without --sentence-avg"),
+    (("--gradient-combiner", "gradnorm", "--sentence-avg"), "train gradnorm without --sentence-avg"),
 ])
 def test_bad_options_stop_before_training(corpus, tmp_path, extra, message):
     proc = run_cli("train", train_args(corpus, str(tmp_path), "--max-update", "2", *extra), check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
+    assert "begin training epoch" not in proc.stdout + proc.stderr
     assert not os.path.exists(tmp_path / "checkpoint_last.pt")
 
 
