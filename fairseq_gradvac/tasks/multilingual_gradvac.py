@@ -117,6 +117,17 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 f"every backward pass would all-reduce. Train with --ddp-backend legacy_ddp "
                 f"(on GPUs and CPUs alike; its all-reduce is replaced, not added to)."
             )
+        launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if training and launched > 1 and world_size == 1:
+            # fairseq's default world size is the number of CUDA devices: on CPUs each of
+            # torchrun's processes would train alone, racing on one --save-dir
+            raise ValueError(
+                f"torchrun (or another launcher) started WORLD_SIZE={launched} processes, but this "
+                f"one trains alone (--distributed-world-size {world_size}). Pass "
+                f"--distributed-world-size {launched}; on CPUs also --cpu --distributed-backend gloo "
+                f"--distributed-no-spawn --distributed-init-method env:// --distributed-rank $RANK "
+                f"(torchrun --no-python bash -c '...', as in the README)"
+            )
         if getattr(args, "similarity_interval", 0) < 0:
             raise ValueError(f"--similarity-interval must be >= 0 (0: off), got {args.similarity_interval}")
         super().__init__(args, langs, dicts, training)
