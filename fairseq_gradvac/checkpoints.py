@@ -15,12 +15,23 @@ fairseq writes a checkpoint through a temporary file and a rename, then copies i
 ``checkpoint_last.pt`` (and ``checkpoint_best.pt``) in place: a kill during that copy
 leaves a truncated ``checkpoint_last.pt`` and the same command then fails to resume. Here
 ``checkpoint_utils`` copies through a temporary file and a rename too: a kill leaves the
-previous ``checkpoint_last.pt`` whole.
+previous ``checkpoint_last.pt`` whole. A ``checkpoint_last.pt`` damaged outside the plugin
+(a full disk, a copy killed by hand) is named, and the run resumes from the newest intact
+checkpoint of the save dir, with a warning.
+
+fairseq makes one update before it checks ``--max-update`` and ``--stop-time-hours``: the
+same command rerun after its run finished would train one more update and overwrite the
+finished checkpoints. Here a training run that resumes from a finished checkpoint stops at
+once, saying so, and changes nothing.
 """
 import argparse
 import functools
+import glob
 import logging
 import os
+import pickle
+import sys
+import zipfile
 
 import torch
 from fairseq import checkpoint_utils, file_io
@@ -70,11 +81,71 @@ def _checkpoint_globals():
             typing.Any, dict, list, int, defaultdict, distributed_utils._TensorPlaceholder]
 
 
+def _damaged(path) -> bool:
+    """Whether ``path`` is not a whole torch checkpoint: empty, or a zip archive (torch's
+    format) cut short or with a bad member. Only asked after loading failed: other errors
+    (a class weights_only refuses, a missing module) are not damage."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is not None
+    except (zipfile.BadZipFile, EOFError, OSError):
+        return True
+
+
+def _load_intact(load, path, *args, **kwargs):
+    with torch.serialization.safe_globals(_checkpoint_globals()):
+        try:
+            return load(path, *args, **kwargs)
+        except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+            if not _damaged(path):
+                raise
+            damage = e
+    others = sorted((p for p in glob.glob(os.path.join(os.path.dirname(path) or ".", "checkpoint*.pt"))
+                     if os.path.abspath(p) != os.path.abspath(path)), key=os.path.getmtime, reverse=True)
+    intact = next((p for p in others if not _damaged(p)), None)
+    what = f"{path} is damaged ({type(damage).__name__}: {damage})"
+    if _training_task is None or not os.path.basename(path).startswith("checkpoint_last"):
+        raise ValueError(f"{what}" + (f"; the newest intact checkpoint is {intact}: pass --restore-file {intact}"
+                                      if intact else "; no other checkpoint next to it loads")) from None
+    if intact is None:
+        raise ValueError(f"{what} and no other checkpoint in {os.path.dirname(path)} is intact: "
+                         f"remove it to start the run afresh") from None
+    logger.warning(f"{what}; resuming from the newest intact checkpoint, {intact}")
+    with torch.serialization.safe_globals(_checkpoint_globals()):
+        return load(intact, *args, **kwargs)
+
+
+def _stop_if_finished(state) -> None:
+    """End a training run that resumes from a checkpoint its --max-update or
+    --stop-time-hours already reached: fairseq would make one more update first."""
+    task = _training_task
+    if task is None or not isinstance(state, dict) or not state.get("optimizer_history"):
+        return
+    args = task.args
+    if getattr(args, "reset_optimizer", False) or getattr(args, "finetune_from_model", None):
+        return  # fairseq restarts the update count
+    updates = state["optimizer_history"][-1].get("num_updates", 0)
+    hours = (state.get("extra_state") or {}).get("previous_training_time", 0) / 3600
+    max_update, stop_hours = getattr(args, "max_update", 0) or 0, getattr(args, "stop_time_hours", 0) or 0
+    if max_update > 0 and updates >= max_update:
+        why = f"{updates} updates, --max-update {max_update}"
+    elif stop_hours > 0 and hours > stop_hours:
+        why = f"{hours * 60:.1f} minutes of training, --stop-time-hours {stop_hours:g}"
+    else:
+        return
+    logger.info(f"this run has already finished ({why}): nothing to train, the checkpoints in "
+                f"{getattr(args, 'save_dir', '.')} are left as they are; raise the limit to train on")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    sys.exit(0)
+
+
 def _wrap(load):
     @functools.wraps(load)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
-        with torch.serialization.safe_globals(_checkpoint_globals()):
-            state = load(path, *args, **kwargs)
+        state = _load_intact(load, path, *args, **kwargs)
+        if kwargs.get("load_on_all_ranks") or not torch.distributed.is_initialized():
+            _stop_if_finished(state)  # otherwise after the broadcast, on every worker at once
         _hand_back(path, state)
         return state
 
@@ -86,7 +157,10 @@ def _wrap_broadcast(broadcast):
     @functools.wraps(broadcast)
     def broadcast_object(*args, **kwargs):
         with torch.serialization.safe_globals(_checkpoint_globals()):
-            return broadcast(*args, **kwargs)
+            obj = broadcast(*args, **kwargs)
+        if isinstance(obj, dict) and "optimizer_history" in obj:  # the checkpoint the trainer resumes from
+            _stop_if_finished(obj)
+        return obj
 
     broadcast_object.wrapped_by_gradvac = True
     return broadcast_object

@@ -15,8 +15,8 @@
 #   DATA [libreoffice_demo]     configs/data/*.sh or a path; libreoffice = the 8 directions
 #                               en<->{fr,cs,tr,hi}, full corpus (needs hours on a CPU)
 #   MINUTES [14]                training budget (resumes count what is already done)
-#   OMP_NUM_THREADS             threads of the training process; by default chosen from the
-#                               load: every core when the machine is idle, 1 when it is busy
+#   OMP_NUM_THREADS             threads of the training process; by default the cores other
+#                               processes leave free now (a 1 s sample), at most 4
 #   SEED [1]  BEAM [1]  SAMPLES [3] sample translations per shown direction
 #   ZERO_SHOT                   zero-shot directions to score [the data config's]
 #   RUN [runs/demo-METHOD-SAMPLING]  SKIP_SETUP=1 skips scripts/setup.sh
@@ -35,16 +35,11 @@ step() {  # step "N/6 what": print the time the previous step took, then the nex
   step_start=$now
   echo "[demo] $1"
 }
-# Threads. On 2 cores, a 2-thread training process next to any other work slows down
-# manyfold (OpenMP threads spin waiting for a descheduled partner; docs/results.md), so use
-# every core only when the machine looks idle: cores minus the 1-minute load average,
-# rounded, at least 1 and at most 4 (more was not measured).
+# Threads: every core other processes leave free now (a 1-second /proc/stat sample, not the
+# load average, which still counts what ran a minute ago), at least 1 and at most 4; on 2
+# cores a 2-thread process next to other work slows down manyfold (scripts/choose_threads.py).
 if [ -z "${OMP_NUM_THREADS:-}" ]; then
-  read -r OMP_NUM_THREADS WHY < <(python3 -c '
-import os
-n, load = os.cpu_count() or 1, os.getloadavg()[0]
-t = max(1, min(4, n, int(n - load + 0.5)))
-print(t, f"{n} cores, load average {load:.2f}")')
+  read -r OMP_NUM_THREADS WHY < <(python3 scripts/choose_threads.py)
   echo "[demo] OMP_NUM_THREADS=$OMP_NUM_THREADS ($WHY; set OMP_NUM_THREADS to choose, 1 when sharing the machine)"
 else
   echo "[demo] OMP_NUM_THREADS=$OMP_NUM_THREADS (set by you)"

@@ -62,3 +62,9 @@ def test_similarity_overhead_benchmark_records_and_reports_both_intervals():
                "--reps", "1")
     summary = out[out.index("summary"):]
     assert "tiny sum: N=1" in summary and "N=100" in summary
+
+
+def test_min_norm_benchmark_compares_both_solvers():
+    out = _run("benchmarks/min_norm.py", "--cases", "6x4", "--reps", "1")
+    row = next(line for line in out.splitlines() if line.startswith("| 6 | 4 |")).split("|")
+    assert float(row[7]) < 1e-9  # Wolfe's duality gap: exact

@@ -15,6 +15,7 @@ import torch
 
 import tiny_corpus
 from fairseq_runs import ROOT, load_checkpoint, run_cli, train_args
+from tolerance import assert_near
 
 TRACED_TRAIN = os.path.join(ROOT, "tests", "traced_train.py")
 # SGD and no dropout: the runs differ only by float rounding (see test_fairseq_cli.py).
@@ -77,11 +78,12 @@ def read_trace(trace):
     return rows
 
 
-def assert_same_run(one_dir, two_dir, atol=1e-5):
+def assert_same_run(one_dir, two_dir, rel=1e-5):
     one, two = (load_checkpoint(os.path.join(d, "checkpoint_last.pt")) for d in (one_dir, two_dir))
     assert one["optimizer_history"][-1]["num_updates"] == two["optimizer_history"][-1]["num_updates"]
+    scale = max(v.abs().max().item() for v in one["model"].values())  # the model's, not each tensor's
     for key, value in one["model"].items():
-        torch.testing.assert_close(two["model"][key], value, rtol=0, atol=atol, msg=lambda m: f"{key}: {m}")
+        assert_near(two["model"][key], value, rel, key, scale=scale)
     a, b = one["task_state"]["combiner"], two["task_state"]["combiner"]
     assert a["task_names"] == b["task_names"]
     for key, value in a.items():
@@ -139,7 +141,7 @@ def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, metho
     if method == "gradvac":
         assert one["task_state"]["combiner"]["phi_hat"].abs().sum() > 0
     if method == "gradnorm":
-        assert not torch.allclose(one["task_state"]["combiner"]["weights"], torch.ones(4))
+        assert (one["task_state"]["combiner"]["weights"] - 1).abs().max() > 1e-3  # the weights moved
 
 
 def test_resume_on_two_workers_continues_the_same_run(corpus, tmp_path):
@@ -149,7 +151,7 @@ def test_resume_on_two_workers_continues_the_same_run(corpus, tmp_path):
     trace = str(tmp_path / "s2")
     logs = two_workers(corpus, str(tmp_path / "split"), "--max-update", "9", *extra, trace=trace)
     assert "restored gradvac state for 4 directions" in logs[0]
-    assert_same_run(tmp_path / "whole", tmp_path / "split", atol=1e-6)
+    assert_same_run(tmp_path / "whole", tmp_path / "split", rel=1e-6)
     rows = read_trace(trace)
     assert sorted({r["update"] for r in rows}) == [6, 7, 8]
     by_update = {}

@@ -59,6 +59,8 @@ def test_every_config_is_a_valid_fairseq_train_command(corpus, method, model):
         assert args.gradient_combiner == expected
         if method == "gradvac_all_layer":
             assert args.combine_granularity == "all_layer" and args.gradvac_beta == 1e-2
+        if method == "gradnorm":  # its weights apply to whole gradients: no granularity to pass
+            assert "--combine-granularity" not in cmd
         if method == "gradvac_fixed_obj":
             assert args.gradvac_fixed_target is not None
     if method == "bilingual":

@@ -121,6 +121,17 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 f"every backward pass would all-reduce. Train with --ddp-backend legacy_ddp "
                 f"(on GPUs and CPUs alike; its all-reduce is replaced, not added to)."
             )
+        launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if training and launched > 1 and world_size == 1:
+            # fairseq's default world size is the number of CUDA devices: on CPUs each of
+            # torchrun's processes would train alone, racing on one --save-dir
+            raise ValueError(
+                f"torchrun (or another launcher) started WORLD_SIZE={launched} processes, but this "
+                f"one trains alone (--distributed-world-size {world_size}). Pass "
+                f"--distributed-world-size {launched}; on CPUs also --cpu --distributed-backend gloo "
+                f"--distributed-no-spawn --distributed-init-method env:// --distributed-rank $RANK "
+                f"(torchrun --no-python bash -c '...', as in the README)"
+            )
         if getattr(args, "similarity_interval", 0) < 0:
             raise ValueError(f"--similarity-interval must be >= 0 (0: off), got {args.similarity_interval}")
         super().__init__(args, langs, dicts, training)
@@ -181,6 +192,14 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             raise ValueError(f"--gradvac-directions applies to gradvac and pcgrad, not {name}")
         if args.gradvac_fixed_target is not None and name != "gradvac":
             raise ValueError(f"--gradvac-fixed-target applies to gradvac, not {name}")
+        if getattr(args, "sentence_avg", False) and name in ("mgda", "gradnorm"):
+            # their update N sum_i alpha_i g_i / n_i has the plain sum's scale only when
+            # fairseq divides it by N tokens; --sentence-avg divides by sentences instead
+            raise ValueError(
+                f"{name} weighs each direction's mean loss per token and scales the update for "
+                f"fairseq's division by the batch's tokens; --sentence-avg divides by sentences: "
+                f"train {name} without --sentence-avg"
+            )
         if name in ("gradvac", "pcgrad"):
             kwargs = dict(apply_to=chosen, seed=args.seed)
             if name == "gradvac":
@@ -211,6 +230,13 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
     def build_model(self, args, from_checkpoint=False):
         model = super().build_model(args, from_checkpoint)
         self._model = model  # restore_combiner checks a checkpoint's groups against it
+        if self.combiner is not None and self.combiner.name == "gradnorm":
+            # the layer GradNorm measures must exist: say so now, not at the first update
+            groups = ParameterGroups.from_named_parameters(model.named_parameters(), args.combine_granularity)
+            try:
+                self.combiner.gram_columns(groups)
+            except ValueError as e:
+                raise ValueError(f"--gradnorm-layer {self.combiner.layer}: {e}") from None
         return model
 
     def _check_files(self, split):
