@@ -216,7 +216,6 @@ class DirectionGradients:
         mine[stop - start :].zero_()  # padding
         if stop > start:  # (more workers than columns: this worker's slice is padding)
             self.groups.weighted_sum(rows, row_weights, out=mine[: stop - start], start=start)
-        del rows  # (the summed slices: not held while the P-vector is gathered)
         combined = exchange.gather(combined)[:p]
         combiner.commit(_all_finite(combined))
         for param, view, hit in zip(self.groups.params, self.groups.param_views(combined), reached):

@@ -74,7 +74,7 @@ class GradientExchange:
         whose labels are ``labels[rank]``; ``labels``: every worker's (gather_labels);
         ``received``: [padded] scratch for one slice from each worker (the P-vector that
         gather() completes later: no buffer of its own)."""
-        n, me = self.world_size, self.rank
+        n = self.world_size
         width = rows.shape[1] // n
         position = {d: i for i, d in enumerate(present)}
         summed = rows.new_zeros(len(present), width)

@@ -2,6 +2,7 @@
 import json
 import csv
 import os
+import re
 import shutil
 
 import pytest
