@@ -26,9 +26,10 @@ from .surgery.groups import math_dtype
 
 def _all_finite(x: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
     """Whether every entry of ``x`` is finite, with no temporary the size of ``x``: a sum is
-    finite only if every summand is (chunks summed in fp64, fp16/bf16 ones in fp32: finite
-    entries do not overflow there)."""
+    finite only if every summand is (chunks of at most 1/64 of ``x`` summed in fp64, fp16/bf16
+    ones in fp32: finite entries do not overflow there)."""
     dtype = torch.float32 if x.element_size() < 4 else torch.float64
+    chunk = max(1, min(chunk, -(-x.numel() // 64)))
     return torch.isfinite(torch.stack([c.sum(dtype=dtype) for c in x.split(chunk)])).all()
 
 
