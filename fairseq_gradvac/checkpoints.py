@@ -144,7 +144,10 @@ def _wrap(load):
     @functools.wraps(load)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
         state = _load_intact(load, path, *args, **kwargs)
-        if kwargs.get("load_on_all_ranks") or not torch.distributed.is_initialized():
+        # Only the trainer's resume (it passes load_on_all_ranks) can find its run finished;
+        # a probe or fairseq-generate reading a finished run's checkpoint goes on.
+        resume = "load_on_all_ranks" in kwargs
+        if resume and (kwargs["load_on_all_ranks"] or not torch.distributed.is_initialized()):
             _stop_if_finished(state)  # otherwise after the broadcast, on every worker at once
         _hand_back(path, state)
         return state
