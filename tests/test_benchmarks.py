@@ -29,8 +29,8 @@ def test_step_overhead_benchmark_times_the_chosen_variants():
 def test_step_overhead_benchmark_times_tokens_at_several_numbers_of_directions():
     out = _run("benchmarks/step_overhead.py", "--quick", "--directions", "4,8", "--threads", "1", "--reps", "1")
     table = [line.split("|") for line in out[out.index("summary"):].splitlines() if line.startswith("| ")]
-    assert [row[1].strip() for row in table[2:]] == ["4", "8"]
-    for row in table[2:]:
+    assert [row[1].strip() for row in table[1:]] == ["4", "8"]  # (after the header)
+    for row in table[1:]:
         assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[6]) > 0  # ratios of real timings
 
 
@@ -63,7 +63,7 @@ def test_distributed_benchmark_counts_the_exchange():
         # single: one row, at most 2 summed slices (one per worker) and the update: 3 P
         # (plus the finiteness check's fp64 chunk, 1/32 P at most), whatever K
         assert float(rows["single"][5]) <= 3.05
-        assert "all_to_all_single 1," in rows["single"][8]
+        assert rows["single"][8].strip().endswith("all_to_all_single 1")
 
 
 def test_similarity_overhead_benchmark_records_and_reports_both_intervals():
