@@ -21,7 +21,8 @@ TRACED_TRAIN = os.path.join(ROOT, "tests", "traced_train.py")
 # SGD and no dropout: the runs differ only by float rounding (see test_fairseq_cli.py).
 # GELU, not ReLU: ReLU's gradient jumps at 0, and a pre-activation within rounding of 0
 # turns a rounding difference into another gradient (under the AVX2 kernels a unit of
-# decoder.layers.1.fc1 at 1.0e-7 in update 10 moved en-cs's gradient by 0.47%).
+# decoder.layers.1.fc1 at 1.0e-7 in update 10 moved en-cs's gradient by 0.47%). GradVac's
+# own decision (line 13) is no such jump: line 14's multiple is 0 at phi = phi_hat.
 EXACT = ("--dropout", "0", "--optimizer", "sgd", "--lr", "0.5", "--cpu", "--max-tokens", "200",
          "--activation-fn", "gelu")
 DISTRIBUTED = ("--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
@@ -128,10 +129,6 @@ def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, metho
               if set(v[0]["directions"]) ^ set(v[1]["directions"])]
     assert lonely, "no update with a direction on one rank only"
     assert any(row["dummy"] for row in rows), "no dummy batch"
-    # rounding cannot flip a GradVac/PCGrad correction (line 13): no phi within 1e-5 of its target
-    margins = [row["margin"] for row in read_trace(str(tmp_path / "reference")) if row["margin"] is not None]
-    assert bool(margins) == (method in ("gradvac", "pcgrad")), margins  # (single: some updates have one direction)
-    assert min(margins, default=1.0) > 1e-5, f"a correction decided within rounding: {min(margins):.2g}"
     # the per-update logs, written by the first worker: the one-worker run's
     for name in ("similarity.csv", "direction_losses.csv"):
         with open(tmp_path / "one" / name) as f:

@@ -1,9 +1,7 @@
 """fairseq-train with a trace of what each worker put into the per-direction rows: one JSON
 line per (rank, update): the directions its real batches held, whether it ran a dummy
-batch, a digest of its combiner state after the update and, for GradVac/PCGrad, the
-decision margin: the smallest |phi - target| over the visits of line 13 (a margin near
-rounding means float rounding may flip a correction). Tests use it to show that a case (a
-direction on one rank only, a dummy batch) did happen in the run they check. Usage: GRADVAC_TRACE=FILE python traced_train.py ARGS..."""
+batch, and a digest of its combiner state after the update. Tests use it to show that a case (a direction on one rank only, a dummy batch) did
+happen in the run they check. Usage: GRADVAC_TRACE=FILE python traced_train.py ARGS..."""
 import hashlib
 import json
 import os
@@ -30,16 +28,6 @@ def _record(self, direction, loss, ntokens):
     return _original_record(self, direction, loss, ntokens)
 
 
-def _margin(report):
-    """min |phi - target| over the visited pairs of this step (None: no such decision)."""
-    if report is None or report.phi is None or report.target is None:
-        return None
-    from fairseq_gradvac.surgery.gradvac import MAX_TARGET
-    gap = (report.phi - report.target.clamp(-MAX_TARGET, MAX_TARGET)).abs()
-    gap = gap[torch.isfinite(gap)]
-    return gap.min().item() if gap.numel() else None
-
-
 def _combine(self, combiner, step, **kwargs):
     recorded = sorted(self.__dict__.pop("_trace_recorded", set()))
     selected = sorted(self.__dict__.pop("_trace_selected", set()))
@@ -50,8 +38,7 @@ def _combine(self, combiner, step, **kwargs):
         digest.update(value.numpy().tobytes() if isinstance(value, torch.Tensor) else repr(value).encode())
     with open(f"{TRACE}.{rank}", "a") as f:
         f.write(json.dumps({"rank": rank, "update": step, "directions": recorded,
-                            "dummy": bool(selected) and not recorded, "state": digest.hexdigest(),
-                            "margin": _margin(combiner.last_report)}) + "\n")
+                            "dummy": bool(selected) and not recorded, "state": digest.hexdigest()}) + "\n")
     return combined
 
 
