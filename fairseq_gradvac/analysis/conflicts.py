@@ -171,7 +171,11 @@ def _csv(out, name, header, rows):
 
 def _figure(runs, path):
     plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    # the corrected share's panel only where a run has one (GradVac, PCGrad)
+    any_corrected = any(s["corrected"] for seeds in runs.values() for s in seeds)
+    fig, axes = plt.subplots(2 if any_corrected else 1, 1, figsize=(7, 6 if any_corrected else 3.5),
+                             sharex=True, squeeze=False)
+    top, bottom = axes[0, 0], axes[-1, 0]
     for key, seeds in runs.items():
         updates = sorted({u for s in seeds for u in s["over_updates"]})
         share = [np.mean([s["over_updates"][u][1] for s in seeds if u in s["over_updates"]]) for u in updates]
@@ -187,7 +191,8 @@ def _figure(runs, path):
     top.set_ylabel("share of negative cosines")
     top.set_title("conflicts per layer and pair: training batches (lines), probe (dots)", fontsize=9)
     top.legend(fontsize=7)
-    bottom.set_ylabel("corrected share of visits")
+    if any_corrected:
+        bottom.set_ylabel("corrected share of visits")
     bottom.set_xlabel("update")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
