@@ -15,6 +15,10 @@
 #   the data config's LANG_PAIRS has (with PART1_DIRECTION=en-xx for libreoffice25), else
 #   every other direction there]   SEEDS [1]   SIMILARITY_INTERVAL [10]
 #   MINUTES  training-time budget per run (unset: the model config's --max-update)
+#   PROBE_SENTENCES [500] rows of the valid split per direction for the probe (0: all)
+#   ALONE [1]  0: no anchor-alone run (another invocation on the same RUNS trains it; to run
+#              partners in parallel, one process per core:
+#              PARTNERS="en-es en-de" bash scripts/figure2b.sh & ALONE=0 PARTNERS="en-it en-cs" bash scripts/figure2b.sh)
 #   GROUP [model] the parameter group whose cosine is plotted   BEAM [5]
 #   RUNS [runs/figure2b-DATA-MODEL]: one folder per run, PARTNER-seedN and alone-seedN
 #   TRAIN_ARGS  more fairseq-train options for every run, e.g. "--max-update 3000" (equal
@@ -43,8 +47,10 @@ if [ -z "${PARTNERS:-}" ]; then
 fi
 echo "[figure2b] $ANCHOR with each of: $PARTNERS; seeds $SEEDS; runs in $RUNS"
 
+RUN_NAMES=$PARTNERS
+[ "${ALONE:-1}" = 0 ] || RUN_NAMES="alone $PARTNERS"
 for seed in $SEEDS; do
-  for partner in alone $PARTNERS; do
+  for partner in $RUN_NAMES; do
     dir=$RUNS/$partner-seed$seed
     mkdir -p "$dir"
     # The data config of this run: the anchor and the partner, or the anchor alone.
@@ -60,6 +66,10 @@ for seed in $SEEDS; do
     if [ ! -f "$dir/scores.json" ]; then
       python3 -m fairseq_gradvac.analysis.score --checkpoint "$dir/checkpoint_best.pt" --direction "$ANCHOR" \
         --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" --out "$dir/scores.json"
+    fi
+    if [ "$partner" != alone ] && [ ! -f "$dir/probe/similarity.csv" ]; then
+      python3 -m fairseq_gradvac.analysis.probe "$dir/checkpoint_best.pt" --directions "$ANCHOR,$partner" \
+        --split valid --max-sentences "${PROBE_SENTENCES:-500}" --out "$dir/probe"
     fi
   done
 done

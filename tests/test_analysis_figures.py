@@ -295,9 +295,11 @@ def write_scores(run, direction, bleu, chrf):
 def test_figure2b_reads_each_runs_cosine_bleu_and_chrf(tmp_path, capsys):
     from scipy.stats import spearmanr
 
-    runs = (("en-cs-seed1", "en-cs", (0.2, 0.4), 20.5, 50.0), ("en-cs-seed2", "en-cs", (0.1, 0.1), 19.5, 49.0),
-            ("fr-en-seed1", "fr-en", (0.1, 0.0), 18.0, 47.5), ("en-hi-seed1", "en-hi", (-0.1, float("nan")), 17.25, 48.0))
-    for name, partner, cosines, bleu, chrf in runs:
+    # name, partner, training cosines at updates 10 and 20, probe cosine, BLEU, chrF
+    runs = (("en-cs-seed1", "en-cs", (0.2, 0.4), 0.5, 20.5, 50.0), ("en-cs-seed2", "en-cs", (0.1, 0.1), 0.3, 19.5, 49.0),
+            ("fr-en-seed1", "fr-en", (0.1, 0.0), 0.2, 18.0, 47.5),
+            ("en-hi-seed1", "en-hi", (-0.1, float("nan")), 0.45, 17.25, 48.0))
+    for name, partner, cosines, probe, bleu, chrf in runs:
         run = tmp_path / name
         run.mkdir()
         (run / "train.log").write_text("")
@@ -305,6 +307,9 @@ def test_figure2b_reads_each_runs_cosine_bleu_and_chrf(tmp_path, capsys):
         write_similarity(run / "similarity.csv",
                          [(u, *pair, g, "" if c != c else c) for u, c in zip((10, 20), cosines)
                           for g in ("model", "encoder_layers")])
+        (run / "probe").mkdir()
+        write_similarity(run / "probe" / "similarity.csv", [(1500, *pair, "model", probe),
+                                                             (1500, *pair, "encoder_layers", -0.9)])
         write_scores(run, "en-fr", bleu, chrf)
     for name, bleu in (("alone-seed1", 21.0), ("alone-seed2", 22.0)):
         (tmp_path / name).mkdir()
@@ -314,20 +319,32 @@ def test_figure2b_reads_each_runs_cosine_bleu_and_chrf(tmp_path, capsys):
     (tmp_path / "en-tr-seed1" / "train.log").write_text("")
     report = figures.figure2b(str(tmp_path), str(tmp_path / "out"), "en-fr", "model")
     table = read_csv(tmp_path / "out" / "fig2b_bleu_vs_similarity.csv")
-    assert table[0] == ["run", "partner", "mean_cosine", "updates", "bleu_en-fr", "chrf_en-fr"]
-    assert table[1:] == [["en-cs-seed1", "en-cs", "0.3", "2", "20.5", "50.0"], ["en-cs-seed2", "en-cs", "0.1", "2", "19.5", "49.0"],
-                         ["en-hi-seed1", "en-hi", "-0.1", "1", "17.25", "48.0"], ["fr-en-seed1", "fr-en", "0.05", "2", "18.0", "47.5"],
-                         ["alone-seed1", "", "", "", "21.0", "51.0"], ["alone-seed2", "", "", "", "22.0", "51.0"]]
+    assert table[0] == ["run", "partner", "mean_cosine", "updates", "probe_cosine", "bleu_en-fr", "chrf_en-fr"]
+    assert table[1:] == [["en-cs-seed1", "en-cs", "0.3", "2", "0.5", "20.5", "50.0"],
+                         ["en-cs-seed2", "en-cs", "0.1", "2", "0.3", "19.5", "49.0"],
+                         ["en-hi-seed1", "en-hi", "-0.1", "1", "0.45", "17.25", "48.0"],
+                         ["fr-en-seed1", "fr-en", "0.05", "2", "0.2", "18.0", "47.5"],
+                         ["alone-seed1", "", "", "", "", "21.0", "51.0"], ["alone-seed2", "", "", "", "", "22.0", "51.0"]]
     assert report.skipped == [("Figure 2b run en-tr-seed1", "no scores.json yet")]
-    # over partners, seeds averaged: en-cs (0.2, 20.0, 49.5), en-hi (-0.1, 17.25, 48.0), fr-en (0.05, 18.0, 47.5)
-    correlations = {r[0]: r[1:] for r in read_csv(tmp_path / "out" / "fig2b_correlation.csv")[1:]}
-    for metric, ys in (("bleu", [20.0, 17.25, 18.0]), ("chrf", [49.5, 48.0, 47.5])):
-        expected = spearmanr([0.2, -0.1, 0.05], ys)
-        assert correlations[metric][0] == "3"
-        assert float(correlations[metric][1]) == pytest.approx(expected.statistic)
-        assert float(correlations[metric][2]) == pytest.approx(expected.pvalue, rel=1e-4)
-    assert "Figure 2b, en-fr chrf vs cosine: Spearman +0.500 over 3 partners, p = 0.6667" in capsys.readouterr().out
+    # over partners, seeds averaged: en-cs (0.2, 0.4, 20.0, 49.5), en-hi (-0.1, 0.45, 17.25, 48.0),
+    # fr-en (0.05, 0.2, 18.0, 47.5)
+    correlations = {tuple(r[:2]): r[2:] for r in read_csv(tmp_path / "out" / "fig2b_correlation.csv")[1:]}
+    assert sorted(correlations) == [("probe", "bleu"), ("probe", "chrf"), ("training", "bleu"), ("training", "chrf")]
+    for cosine, xs in (("training", [0.2, -0.1, 0.05]), ("probe", [0.4, 0.45, 0.2])):
+        for metric, ys in (("bleu", [20.0, 17.25, 18.0]), ("chrf", [49.5, 48.0, 47.5])):
+            expected = spearmanr(xs, ys)
+            assert correlations[cosine, metric][0] == "3"
+            assert float(correlations[cosine, metric][1]) == pytest.approx(expected.statistic)
+            assert float(correlations[cosine, metric][2]) == pytest.approx(expected.pvalue, rel=1e-4)
+    out = capsys.readouterr().out
+    assert "Figure 2b, en-fr chrf vs training cosine: Spearman +0.500 over 3 partners, p = 0.6667" in out
+    assert "Figure 2b, en-fr bleu vs probe cosine: Spearman -0.500 over 3 partners" in out
     assert (tmp_path / "out" / "fig2b_bleu_vs_similarity.png").exists()
+    # One partner unprobed: no probe correlation (not one over the probed partners only).
+    os.remove(tmp_path / "fr-en-seed1" / "probe" / "similarity.csv")
+    figures.figure2b(str(tmp_path), str(tmp_path / "out2"), "en-fr", "model")
+    assert [r[:2] for r in read_csv(tmp_path / "out2" / "fig2b_correlation.csv")[1:]] == [["training", "bleu"],
+                                                                                        ["training", "chrf"]]
 
 
 def test_figure2b_script_trains_scores_and_draws(tmp_path):
@@ -352,8 +369,16 @@ def test_figure2b_script_trains_scores_and_draws(tmp_path):
     assert all(-1 <= float(r[2]) <= 1 for r in table[1:4]) and all(float(r[5]) >= 0 for r in table[1:])
     scores = json.loads((tmp_path / "runs" / "alone-seed1" / "scores.json").read_text())
     assert scores["direction"] == "en-fr" and "nc:6" in scores["chrf_signature"]
-    assert [r[:2] for r in read_csv(figures_dir / "fig2b_correlation.csv")[1:]] == [["bleu", "3"], ["chrf", "3"]]
-    assert "Figure 2b, en-fr chrf vs cosine: " in proc.stdout
+    assert all(-1 <= float(r[4]) <= 1 for r in table[1:4])  # each partner probed
+    assert [r[:3] for r in read_csv(figures_dir / "fig2b_correlation.csv")[1:]] == [
+        ["training", "bleu", "3"], ["training", "chrf", "3"], ["probe", "bleu", "3"], ["probe", "chrf", "3"]]
+    assert "Figure 2b, en-fr chrf vs training cosine: " in proc.stdout
+    assert "Figure 2b, en-fr chrf vs probe cosine: " in proc.stdout
     assert (figures_dir / "fig2b_bleu_vs_similarity.png").read_bytes()[:4] == b"\x89PNG"
-    again = subprocess.run(["bash", script], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert again.returncode == 0 and "[train]" not in again.stdout and "[score]" not in again.stdout
+    assert proc.stdout.count("rows of 1 checkpoint(s)") == 3  # the three partners' probes
+    # Again, with ALONE=0 and the alone run's score gone: nothing trained, scored or probed.
+    os.remove(tmp_path / "runs" / "alone-seed1" / "scores.json")
+    again = subprocess.run(["bash", script], cwd=ROOT, capture_output=True, text=True, env=dict(env, ALONE="0"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[train]" not in again.stdout and "[score]" not in again.stdout and "checkpoint(s)" not in again.stdout
+    assert not (tmp_path / "runs" / "alone-seed1" / "scores.json").exists()

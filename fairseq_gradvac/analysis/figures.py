@@ -13,9 +13,10 @@ against cos(en-x, en-y), with the paired tests) when the run has both kinds; Fig
 (encoder vs decoder, by layer, by layer over updates), the share of conflicting (negative)
 cosines per layer over updates, and the per-direction training losses. The second draws
 Figure 2a from two models, an xx-en one and an en-xx one. The third reads the runs of
-scripts/figure2b.sh (one folder each, with similarity.csv and scores.json): the anchor's
-BLEU and chrF against its mean cosine with the other direction, their rank correlation, and
-the anchor trained alone as the reference line. Every PNG comes with the CSV of the numbers
+scripts/figure2b.sh (one folder each, with similarity.csv, scores.json and probe/): the
+anchor's BLEU and chrF against its cosine with the other direction (the mean of the
+training records and, where probed, the probe's), their rank correlations, and the anchor
+trained alone as the reference line. Every PNG comes with the CSV of the numbers
 it shows; figures whose data is absent are skipped, with the reason printed.
 """
 import argparse
@@ -586,18 +587,31 @@ def draw(path, out, permutations=10000, seed=0, updates=None):
 
 
 REFERENCE = "alone"  # Figure 2b: run folders named alone* trained the anchor by itself
+COSINES = ("training", "probe")  # Figure 2b's x axes: per-batch training records, the probe
+
+
+def _pair_mean(path, group, anchor):
+    """(partner, mean cosine over the recorded updates, updates) of the one pair with the
+    anchor in group of the similarity.csv at path; None when it has not exactly one."""
+    series = read_similarity(path) if os.path.exists(path) else {}
+    pairs = [p for g, p in series if g == group and anchor in p]
+    if len(pairs) != 1:
+        return None
+    values = list(series[group, pairs[0]].values())
+    return next(d for d in pairs[0] if d != anchor), float(np.mean(values)), len(values)
 
 
 def figure2b_rows(runs_dir, anchor, group):
     """Runs under runs_dir (folders with a train.log, from scripts/figure2b.sh): [(run,
-    partner, mean cosine of anchor and partner over updates, updates, anchor BLEU, chrF)]
-    of the two-direction runs, [(run, BLEU, chrF)] of the anchor-alone runs (folders named
-    alone*), and [(run, why it was left out)]."""
+    partner, mean cosine of anchor and partner over the training records, records, the
+    probe's mean cosine (NaN without RUN/probe/similarity.csv), anchor BLEU, chrF)] of the
+    two-direction runs, [(run, BLEU, chrF)] of the anchor-alone runs (folders named alone*),
+    and [(run, why it was left out)]."""
     rows, reference, left_out = [], [], []
     for log in sorted(glob.glob(os.path.join(runs_dir, "*", "train.log"))):
         run = os.path.dirname(log)
         name = os.path.basename(run)
-        similarity, scores_path = os.path.join(run, "similarity.csv"), os.path.join(run, "scores.json")
+        scores_path = os.path.join(run, "scores.json")
         if not os.path.exists(scores_path):
             left_out.append((name, "no scores.json yet"))
             continue
@@ -609,39 +623,47 @@ def figure2b_rows(runs_dir, anchor, group):
         if name.startswith(REFERENCE):
             reference.append((name, scores["bleu"], scores["chrf"]))
             continue
-        series = read_similarity(similarity) if os.path.exists(similarity) else {}
-        pairs = [p for g, p in series if g == group and anchor in p]
-        if len(pairs) != 1:
+        training = _pair_mean(os.path.join(run, "similarity.csv"), group, anchor)
+        if training is None:
             left_out.append((name, f"not one pair with {anchor} in group '{group}' of similarity.csv"))
             continue
-        values = list(series[group, pairs[0]].values())
-        partner = next(d for d in pairs[0] if d != anchor)
-        rows.append((name, partner, float(np.mean(values)), len(values), scores["bleu"], scores["chrf"]))
+        partner, cosine, records = training
+        probe = _pair_mean(os.path.join(run, "probe", "similarity.csv"), group, anchor)
+        if probe is not None and probe[0] != partner:
+            raise SystemExit(f"{run}: the probe measured {anchor} with {probe[0]}, training with {partner}")
+        rows.append((name, partner, cosine, records, math.nan if probe is None else probe[1],
+                     scores["bleu"], scores["chrf"]))
     return rows, reference, left_out
 
 
 def partner_means(rows):
-    """[(partner, runs, mean cosine, mean BLEU, mean chrF)] over each partner's seeds."""
+    """[(partner, runs, mean training cosine, mean probe cosine, mean BLEU, mean chrF)] over
+    each partner's seeds."""
     by_partner = defaultdict(list)
-    for _, partner, cosine, _, bleu, chrf in rows:
-        by_partner[partner].append((cosine, bleu, chrf))
+    for _, partner, cosine, _, probe, bleu, chrf in rows:
+        by_partner[partner].append((cosine, probe, bleu, chrf))
     return [(p, len(v), *map(float, np.mean(v, axis=0))) for p, v in sorted(by_partner.items())]
 
 
 def rank_correlations(means):
-    """[(metric, partners, Spearman's rho, two-sided p)] of the anchor's BLEU and chrF
-    against its cosine with the partner, over the partners (seeds averaged); NaN below 3
-    partners or for a constant axis."""
+    """[(cosine, metric, partners, Spearman's rho, two-sided p)] of the anchor's BLEU and chrF
+    against its cosine with the partner (training records', and the probe's where every
+    partner was probed), over the partners (seeds averaged); NaN below 3 partners or for a
+    constant axis."""
     from scipy.stats import spearmanr
 
     result = []
-    for column, metric in ((3, "bleu"), (4, "chrf")):
-        xs, ys = [m[2] for m in means], [m[column] for m in means]
-        if len(means) >= 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
-            r = spearmanr(xs, ys)
-            result.append((metric, len(means), float(r.statistic), float(r.pvalue)))
-        else:
-            result.append((metric, len(means), math.nan, math.nan))
+    for x_column, cosine in ((2, "training"), (3, "probe")):
+        xs = [m[x_column] for m in means]
+        if cosine == "probe" and not all(map(math.isfinite, xs)):
+            continue
+        for column, metric in ((4, "bleu"), (5, "chrf")):
+            ys = [m[column] for m in means]
+            if len(means) >= 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
+                r = spearmanr(xs, ys)
+                result.append((cosine, metric, len(means), float(r.statistic), float(r.pvalue)))
+            else:
+                result.append((cosine, metric, len(means), math.nan, math.nan))
     return result
 
 
@@ -654,40 +676,47 @@ def figure2b(runs_dir, out, anchor, group):
         report.skip("Figure 2b", f"no finished two-direction run under {runs_dir}")
         return report
     report.csv("fig2b_bleu_vs_similarity.csv",
-               ["run", "partner", "mean_cosine", "updates", f"bleu_{anchor}", f"chrf_{anchor}"],
-               [(n, p, _fmt(c), u, b, ch) for n, p, c, u, b, ch in rows]
-               + [(n, "", "", "", b, ch) for n, b, ch in reference])
+               ["run", "partner", "mean_cosine", "updates", "probe_cosine", f"bleu_{anchor}", f"chrf_{anchor}"],
+               [(n, p, _fmt(c), u, _fmt(pc), b, ch) for n, p, c, u, pc, b, ch in rows]
+               + [(n, "", "", "", "", b, ch) for n, b, ch in reference])
     means = partner_means(rows)
     correlations = rank_correlations(means)
-    report.csv("fig2b_correlation.csv", ["metric", "partners", "spearman", "p_value"],
-               [(m, n, _fmt(r), _fmt(p)) for m, n, r, p in correlations])
+    report.csv("fig2b_correlation.csv", ["cosine", "metric", "partners", "spearman", "p_value"],
+               [(c, m, n, _fmt(r), _fmt(p)) for c, m, n, r, p in correlations])
     from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, (column, metric), (_, n, rho, p) in zip(axes, ((4, "BLEU"), (5, "chrF")), correlations):
-        ax.scatter([r[2] for r in rows], [r[column] for r in rows], s=18, label="one run")
+    cosines = sorted({c for c, *_ in correlations}, key=COSINES.index)
+    fig, axes = plt.subplots(len(cosines), 2, figsize=(10, 4.2 * len(cosines)), squeeze=False)
+    x_label = {"training": f"mean per-batch gradient cosine of {anchor} with X over training",
+               "probe": f"probe gradient cosine of {anchor} with X (scored checkpoint)"}
+    for ax, (cosine, metric, n, rho, p) in zip(axes.flat, correlations):
+        x_column, y_column = {"training": 2, "probe": 4}[cosine], {"bleu": 5, "chrf": 6}[metric]
+        ax.scatter([r[x_column] for r in rows], [r[y_column] for r in rows], s=18, label="one run")
         for m in means:
-            ax.annotate(m[0], (m[2], m[column - 1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(m[0], (m[2 + (cosine == "probe")], m[y_column - 1]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        name = {"bleu": "BLEU", "chrf": "chrF"}[metric]
         if reference:
-            level = float(np.mean([r[column - 3] for r in reference]))
+            level = float(np.mean([r[1 + (metric == "chrf")] for r in reference]))
             ax.axhline(level, color="C3", ls="--", lw=1,
                        label=f"{anchor} alone ({len(reference)} run{'s' * (len(reference) > 1)}): {level:.2f}")
         rank = f"Spearman rho = {rho:.2f}, p = {p:.2g}" if math.isfinite(rho) else "no rank correlation"
-        ax.set_title(f"{anchor} {metric} vs cos({anchor}, X) in '{group}'\n{rank} over {n} partners",
+        ax.set_title(f"{anchor} {name} vs {cosine} cos({anchor}, X) in '{group}'\n{rank} over {n} partners",
                      fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.margins(x=0.15)
-        ax.set_xlabel(f"mean gradient cosine of {anchor} with partner X")
-        ax.set_ylabel(f"{anchor} {metric}")
+        ax.set_xlabel(x_label[cosine], fontsize=8)
+        ax.set_ylabel(f"{anchor} {name}")
         ax.legend(fontsize=7)
     report.png("fig2b_bleu_vs_similarity.png", fig)
-    for (metric, n, rho, p), column in zip(correlations, (3, 4)):
+    for cosine, metric, n, rho, p in correlations:
+        x_column = 2 + (cosine == "probe")
         why = ("fewer than 3 partners" if n < 3 else "the cosine is the same for every partner"
-               if np.ptp([m[2] for m in means]) == 0 else f"{metric} is the same for every partner")
-        print(f"[figures] Figure 2b, {anchor} {metric} vs cosine: Spearman {rho:+.3f} over {n} partners, "
-              f"p = {p:.4g}" if math.isfinite(rho) else
-              f"[figures] Figure 2b, {anchor} {metric} vs cosine: no rank correlation, {why}")
+               if np.ptp([m[x_column] for m in means]) == 0 else f"{metric} is the same for every partner")
+        print(f"[figures] Figure 2b, {anchor} {metric} vs {cosine} cosine: Spearman {rho:+.3f} over {n} "
+              f"partners, p = {p:.4g}" if math.isfinite(rho) else
+              f"[figures] Figure 2b, {anchor} {metric} vs {cosine} cosine: no rank correlation, {why}")
     return report
 
 
