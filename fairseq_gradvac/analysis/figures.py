@@ -588,6 +588,9 @@ def draw(path, out, permutations=10000, seed=0, updates=None):
 
 REFERENCE = "alone"  # Figure 2b: run folders named alone* trained the anchor by itself
 COSINES = ("training", "probe")  # Figure 2b's x axes: per-batch training records, the probe
+# Where each cosine and metric sits in figure2b_rows' rows and in partner_means' means.
+ROW_COLUMN = {"training": 2, "probe": 4, "bleu": 5, "chrf": 6}
+MEAN_COLUMN = {"training": 2, "probe": 3, "bleu": 4, "chrf": 5}
 
 
 def _pair_mean(path, group, anchor):
@@ -653,12 +656,12 @@ def rank_correlations(means):
     from scipy.stats import spearmanr
 
     result = []
-    for x_column, cosine in ((2, "training"), (3, "probe")):
-        xs = [m[x_column] for m in means]
+    for cosine in COSINES:
+        xs = [m[MEAN_COLUMN[cosine]] for m in means]
         if cosine == "probe" and not all(map(math.isfinite, xs)):
             continue
-        for column, metric in ((4, "bleu"), (5, "chrf")):
-            ys = [m[column] for m in means]
+        for metric in ("bleu", "chrf"):
+            ys = [m[MEAN_COLUMN[metric]] for m in means]
             if len(means) >= 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
                 r = spearmanr(xs, ys)
                 result.append((cosine, metric, len(means), float(r.statistic), float(r.pvalue)))
@@ -691,14 +694,14 @@ def figure2b(runs_dir, out, anchor, group):
     x_label = {"training": f"mean per-batch gradient cosine of {anchor} with X over training",
                "probe": f"probe gradient cosine of {anchor} with X (scored checkpoint)"}
     for ax, (cosine, metric, n, rho, p) in zip(axes.flat, correlations):
-        x_column, y_column = {"training": 2, "probe": 4}[cosine], {"bleu": 5, "chrf": 6}[metric]
-        ax.scatter([r[x_column] for r in rows], [r[y_column] for r in rows], s=18, label="one run")
+        ax.scatter([r[ROW_COLUMN[cosine]] for r in rows], [r[ROW_COLUMN[metric]] for r in rows], s=18,
+                   label="one run")
         for m in means:
-            ax.annotate(m[0], (m[2 + (cosine == "probe")], m[y_column - 1]), fontsize=7, xytext=(3, 3),
+            ax.annotate(m[0], (m[MEAN_COLUMN[cosine]], m[MEAN_COLUMN[metric]]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         name = {"bleu": "BLEU", "chrf": "chrF"}[metric]
         if reference:
-            level = float(np.mean([r[1 + (metric == "chrf")] for r in reference]))
+            level = float(np.mean([r[1 if metric == "bleu" else 2] for r in reference]))
             ax.axhline(level, color="C3", ls="--", lw=1,
                        label=f"{anchor} alone ({len(reference)} run{'s' * (len(reference) > 1)}): {level:.2f}")
         rank = f"Spearman rho = {rho:.2f}, p = {p:.2g}" if math.isfinite(rho) else "no rank correlation"
@@ -711,9 +714,8 @@ def figure2b(runs_dir, out, anchor, group):
         ax.legend(fontsize=7)
     report.png("fig2b_bleu_vs_similarity.png", fig)
     for cosine, metric, n, rho, p in correlations:
-        x_column = 2 + (cosine == "probe")
         why = ("fewer than 3 partners" if n < 3 else "the cosine is the same for every partner"
-               if np.ptp([m[x_column] for m in means]) == 0 else f"{metric} is the same for every partner")
+               if np.ptp([m[MEAN_COLUMN[cosine]] for m in means]) == 0 else f"{metric} is the same for every partner")
         print(f"[figures] Figure 2b, {anchor} {metric} vs {cosine} cosine: Spearman {rho:+.3f} over {n} "
               f"partners, p = {p:.4g}" if math.isfinite(rho) else
               f"[figures] Figure 2b, {anchor} {metric} vs {cosine} cosine: no rank correlation, {why}")
