@@ -19,6 +19,7 @@ reference (OUT.samples.md), and the fairseq-interactive command that translates 
 en-fr with this checkpoint (sentencepiece in and out), after running it once on a sentence.
 """
 import argparse
+import gzip
 import json
 import os
 import re
@@ -90,8 +91,11 @@ def reference_path(raw_dir, direction, subset):
 
 
 def read_lines(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    """The lines of a text file (gzip-compressed if it ends in .gz), split on newlines only:
+    a hypothesis may hold \r, \x0b, \x1c-\x1e, \x85 or \u2028, which other splitters cut at."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="\n") as f:
+        return [line[:-1] if line.endswith("\n") else line for line in f]
 
 
 def _read_references(raw_dir, direction, subset):
@@ -99,12 +103,16 @@ def _read_references(raw_dir, direction, subset):
 
 
 def parse_generate_output(text):
-    """{id: hypothesis} and {id: reference} from fairseq-generate's D-/T- lines."""
+    """{id: hypothesis} and {id: reference} from fairseq-generate's D-/T- lines. Lines are split
+    on newlines only (fairseq prints one per line; str.splitlines would also cut a hypothesis
+    at \x0b, \x1c-\x1e, \x85, \u2028 ...), and an id printed twice is an error."""
     hyps, refs = {}, {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         m = re.match(r"^([DT])-(\d+)\t(.*)$", line)
         if m:
             kind, idx, rest = m.groups()
+            if int(idx) in (hyps if kind == "D" else refs):
+                raise RuntimeError(f"fairseq-generate printed {kind}-{idx} twice")
             if kind == "D":  # D-id \t score \t detokenized hypothesis
                 hyps[int(idx)] = rest.split("\t", 1)[1] if "\t" in rest else ""
             else:
@@ -116,10 +124,11 @@ def evaluate_direction(checkpoint, options, direction, raw_dir=None, beam=5, max
                        post_process=None, subset="test", max_len=(0.0, 200)):
     cmd = generate_command(checkpoint, options, direction, beam, max_tokens, post_process, subset,
                            max_len)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True)  # bytes: text mode would turn \r into \n
     if proc.returncode != 0:
-        raise RuntimeError(f"fairseq-generate failed for {direction}:\n{proc.stderr[-3000:]}")
-    hyps, targets = parse_generate_output(proc.stdout)
+        raise RuntimeError(f"fairseq-generate failed for {direction}:\n"
+                           f"{proc.stderr.decode('utf-8', 'replace')[-3000:]}")
+    hyps, targets = parse_generate_output(proc.stdout.decode("utf-8"))
     refs = _read_references(raw_dir, direction, subset) if raw_dir else [targets[i] for i in sorted(targets)]
     if sorted(hyps) != list(range(len(refs))):
         raise RuntimeError(

@@ -6,10 +6,14 @@ against a baseline by sacrebleu's paired bootstrap test on every seed's test out
         --zero-shot fr-cs,cs-fr --baseline multilingual_t5 --out RUNS_DIR/table1
 
 RUNS_DIR holds one folder per run named ROW_SAMPLING_seedN (as scripts/reproduce_table1.sh
-and scripts/study_imbalance.sh write them), each with the bleu.json of
-fairseq_gradvac.evaluate, or, for the bilingual row, one sub-folder per direction with its
-own bleu.json. Cells are the mean ± the standard deviation over seeds (n - 1 in the
-denominator). The significance tables compare each run with the baseline run of the same
+writes them, or the study's result bundles, fairseq_gradvac.study_bundle), each with the
+bleu.json of fairseq_gradvac.evaluate, or, for the bilingual row, one sub-folder per
+direction with its own bleu.json; ``--at half`` reads the scores of the checkpoint at half
+the budget (RUN/half/bleu.json) instead. Cells are the mean ± the standard deviation over
+seeds (n - 1 in the denominator); a cell resting on fewer seeds than its row has (a seed
+without one of the cell's directions) says so, "(n=2)". With ``--expect ROW,... --seeds
+1,2,3`` the runs not there yet are listed and their rows marked "missing". A bundle trained
+to another budget than RUNS_DIR/budget.json's is refused. The significance tables compare each run with the baseline run of the same
 seed on each direction's test set (the hypotheses evaluate keeps): sacrebleu's paired
 bootstrap resampling (sacrebleu.significance.PairedTest, test_type "bs"; its seed,
 SACREBLEU_SEED, default 12345), p < --alpha counted per seed. RUNS_DIR/data.json
@@ -35,16 +39,18 @@ METRICS = {"bleu": "BLEU", "chrf": "chrF"}
 _RUN = re.compile(r"^(?P<row>.+)_(?P<sampling>t\d+)_seed(?P<seed>\d+)$")
 
 
-def _score_files(path):
-    single = os.path.join(path, "bleu.json")
-    return [single] if os.path.exists(single) else sorted(glob.glob(os.path.join(path, "*", "bleu.json")))
+def _score_files(path, at=""):
+    """The bleu.json files of a run folder: RUN/[AT/]bleu.json, or a bilingual run's
+    RUN/DIRECTION/[AT/]bleu.json."""
+    single = os.path.join(path, at, "bleu.json")
+    return [single] if os.path.exists(single) else sorted(glob.glob(os.path.join(path, "*", at, "bleu.json")))
 
 
-def load_run(path, metric="bleu"):
+def load_run(path, metric="bleu", at=""):
     """{direction: score} of one run folder (a bilingual run merges its per-direction models);
     a direction scored without ``metric`` (an older bleu.json without chrF) is left out."""
     scores = {}
-    for f in _score_files(path):
+    for f in _score_files(path, at):
         with open(f) as fh:
             for d, r in json.load(fh)["directions"].items():
                 if metric in r:
@@ -52,33 +58,51 @@ def load_run(path, metric="bleu"):
     return scores
 
 
-def test_outputs(path):
+def test_outputs(path, at=""):
     """{direction: (hypotheses file, reference file)} of one run folder, for the directions
-    whose evaluation kept them."""
+    whose evaluation kept them; relative paths are relative to the bleu.json."""
     files = {}
-    for f in _score_files(path):
+    for f in _score_files(path, at):
         with open(f) as fh:
             for d, r in json.load(fh)["directions"].items():
                 if r.get("hypotheses") and r.get("reference"):
-                    files[d] = (os.path.join(os.path.dirname(f), r["hypotheses"]), r["reference"])
+                    here = os.path.dirname(f)
+                    files[d] = (os.path.join(here, r["hypotheses"]),
+                                os.path.normpath(os.path.join(here, r["reference"])))
     return files
 
 
-def run_folders(runs_dir):
+def run_folders(runs_dir, at=""):
     """{(row, sampling): {seed: folder}} of the evaluated runs."""
     runs = defaultdict(dict)
     for path in sorted(glob.glob(os.path.join(runs_dir, "*"))):
         m = _RUN.match(os.path.basename(path))
-        if m and os.path.isdir(path) and _score_files(path):
+        if m and os.path.isdir(path) and _score_files(path, at):
             runs[(m["row"], m["sampling"])][int(m["seed"])] = path
     return runs
 
 
-def collect(runs_dir, metric="bleu"):
+def check_budgets(runs_dir):
+    """Refuse a run whose bundle (RUN/run.json) was trained to another budget than
+    RUNS_DIR/budget.json's: its scores are not comparable."""
+    path = os.path.join(runs_dir, "budget.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        budget = json.load(f)["budget"]
+    for run in sorted(glob.glob(os.path.join(runs_dir, "*", "run.json"))):
+        with open(run) as f:
+            trained = json.load(f)["budget"]
+        if trained != budget:
+            raise SystemExit(f"{os.path.dirname(run)} was trained to {trained} updates, but the study's "
+                             f"budget ({path}) is {budget} updates: remove that bundle or the budget")
+
+
+def collect(runs_dir, metric="bleu", at=""):
     """{(row, sampling): [ {direction: score} per seed, in seed order ]}"""
     runs = {}
-    for key, seeds in run_folders(runs_dir).items():
-        scores = [load_run(seeds[s], metric) for s in sorted(seeds)]
+    for key, seeds in run_folders(runs_dir, at).items():
+        scores = [load_run(seeds[s], metric, at) for s in sorted(seeds)]
         if any(scores):
             runs[key] = scores
     return runs
@@ -93,21 +117,28 @@ def _std(xs):
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def _cell(values):
+def _cell(values, seeds=None):
+    """mean ±std of ``values``; "(n=N)" when they are fewer than the row's ``seeds``."""
     if not values:
         return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{_mean(values):.2f} ±{_std(values):.2f}"
+    text = f"{values[0]:.2f}" if len(values) == 1 else f"{_mean(values):.2f} ±{_std(values):.2f}"
+    if seeds is not None and len(values) < seeds:
+        text += f" (n={len(values)})"
+    return text
 
 
 def _per_seed(seeds, directions):
-    """Per seed, the average score over ``directions`` (None if a direction is missing)."""
+    """Per seed, the average score over ``directions``; a seed without one of them is left
+    out (the cell then says on how many seeds it rests)."""
     out = []
     for s in seeds:
         if all(d in s for d in directions) and directions:
             out.append(_mean([s[d] for d in directions]))
     return out
+
+
+def _seed_cell(seeds, directions):
+    return _cell(_per_seed(seeds, directions), len(seeds))
 
 
 def _present(runs):
@@ -123,7 +154,8 @@ def _row_order(key):
     return (known.index(key[0]) if key[0] in known else len(known), key[0], int(key[1][1:]))
 
 
-def table1(runs, langs, zero_shot):
+def table1(runs, langs, zero_shot, expected=()):
+    """Rows in ``expected`` ((row, sampling) keys) with no run yet are shown as "missing"."""
     present = _present(runs)  # a side no run trained (e.g. En->Any only) gets no columns
     en_any = [f"en-{l}" for l in langs if f"en-{l}" in present]
     any_en = [f"{l}-en" for l in langs if f"{l}-en" in present]
@@ -135,10 +167,12 @@ def table1(runs, langs, zero_shot):
         cells = []
         for side in (en_any, any_en):
             if side:
-                cells += [_cell(_per_seed(seeds, [d])) for d in side] + [_cell(_per_seed(seeds, side))]
+                cells += [_seed_cell(seeds, [d]) for d in side] + [_seed_cell(seeds, side)]
         if zero_shot:
-            cells.append(_cell(_per_seed(seeds, zero_shot)))
+            cells.append(_seed_cell(seeds, zero_shot))
         lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
+    for row, sampling in sorted(set(expected) - set(runs), key=_row_order):
+        lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(["missing"] * len(head)) + " |")
     seeds_used = sorted({len(v) for v in runs.values()})
     lines.append("")
     lines.append(f"Seeds per row: {', '.join(map(str, seeds_used))}; with several, cells show "
@@ -161,7 +195,7 @@ def imbalance_table(runs, levels, rows=("multilingual", "pcgrad_all_layer", "gra
         for row, sampling in sorted((k for k in runs if k[0] in rows),
                                     key=lambda k: (rows.index(k[0]), int(k[1][1:]))):
             seeds = runs[(row, sampling)]
-            cells = [_cell(_per_seed(seeds, ds)) for ds in groups.values()] + [_cell(_per_seed(seeds, every))]
+            cells = [_seed_cell(seeds, ds) for ds in groups.values()] + [_seed_cell(seeds, every)]
             label = f"T={sampling[1:]}" if row == "multilingual" else f"{_label(row)} T={sampling[1:]}"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -170,7 +204,7 @@ def imbalance_table(runs, levels, rows=("multilingual", "pcgrad_all_layer", "gra
 
 def zero_shot_table(runs, zero_shot):
     head = "| row | T | " + " | ".join(zero_shot) + " |"
-    rows = [f"| {_label(r)} | {s[1:]} | " + " | ".join(_cell(_per_seed(runs[(r, s)], [d])) for d in zero_shot) + " |"
+    rows = [f"| {_label(r)} | {s[1:]} | " + " | ".join(_seed_cell(runs[(r, s)], [d]) for d in zero_shot) + " |"
             for r, s in sorted(runs, key=_row_order)]
     return "\n".join([head, "|---|---|" + "---:|" * len(zero_shot)] + rows)
 
@@ -195,11 +229,11 @@ def paired_bootstrap(baseline_file, system_file, reference_file, n_samples=1000)
                   str(signatures[name])) for key, name in zip(METRICS, names)}
 
 
-def significance(runs_dir, baseline, n_samples=1000):
+def significance(runs_dir, baseline, n_samples=1000, at=""):
     """Each run against the baseline run of the same seed, on every direction both kept the
     test outputs of (on the same reference file): [{row, sampling, seed, direction, metric,
     baseline, system, delta, p}]."""
-    folders = run_folders(runs_dir)
+    folders = run_folders(runs_dir, at)
     base_key = tuple(baseline.rsplit("_", 1))
     if base_key not in folders:
         return []
@@ -208,7 +242,7 @@ def significance(runs_dir, baseline, n_samples=1000):
         if key == base_key:
             continue
         for seed in sorted(set(folders[key]) & set(folders[base_key])):
-            base_files, files = test_outputs(folders[base_key][seed]), test_outputs(folders[key][seed])
+            base_files, files = test_outputs(folders[base_key][seed], at), test_outputs(folders[key][seed], at)
             for d, (hyp, ref) in files.items():
                 if d not in base_files or os.path.abspath(base_files[d][1]) != os.path.abspath(ref):
                     continue
@@ -293,18 +327,35 @@ def study_facts(runs_dir):
     if os.path.exists(budget):
         with open(budget) as f:
             b = json.load(f)
+        source = ", ".join(b.get("sources", [b.get("source", "")]))
         if b.get("holds"):
-            text += ["## Budget", "", f"{b['budget']} updates: the validation loss of {b['source']} lowered by "
+            text += ["## Budget", "", f"{b['budget']} updates: the mean validation loss of {source} lowered by "
                      f"{100 * b['drop']:.2f}% over the last {100 * b['fraction']:g}% of training "
-                     f"(rule: < {100 * b['tolerance']:g}%).", ""]
+                     f"(rule: < {100 * b['tolerance']:g}%, here and at the validation before).", ""]
+        elif b.get("capped"):
+            text += ["## Budget", "", f"{b['budget']} updates, the largest this study affords: the rule "
+                     f"(< {100 * b['tolerance']:g}% over the last {100 * b['fraction']:g}%) does not hold "
+                     f"there; the mean validation loss of {source} still lowered by {100 * b['drop']:.2f}% "
+                     "over its last fifth.", ""]
     text += ["Training time on this machine (fairseq's \"done training in\", summed over a run's "
              "invocations):", "", times_table(runs_dir)]
     return "\n".join(text)
 
 
+def missing_runs(runs_dir, expect, seeds):
+    """The ROW_SAMPLING_seedN names of ``expect`` x ``seeds`` with no scores yet."""
+    have = run_folders(runs_dir)
+    return [f"{key}_seed{seed}" for key in expect for seed in seeds
+            if seed not in have.get(tuple(key.rsplit("_", 1)), {})]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs_dir")
+    p.add_argument("--at", choices=["full", "half"], default="full",
+                   help="the scores of the checkpoint at the budget [full] or at half of it")
+    p.add_argument("--expect", default="", help="the rows (ROW_SAMPLING,...) a finished study has")
+    p.add_argument("--seeds", default="", help="the seeds of every expected row, e.g. 1,2,3")
     p.add_argument("--high", default="fr,cs")
     p.add_argument("--med", default="tr")
     p.add_argument("--low", default="hi")
@@ -318,19 +369,32 @@ def main(argv=None):
               "Low": [l for l in a.low.split(",") if l]}
     langs = [l for ls in levels.values() for l in ls]
     zero_shot = [d for d in a.zero_shot.split(",") if d]
-    scores = {m: collect(a.runs_dir, m) for m in METRICS}
+    at = "" if a.at == "full" else a.at
+    check_budgets(a.runs_dir)
+    scores = {m: collect(a.runs_dir, m, at) for m in METRICS}
     if not scores["bleu"]:
-        raise SystemExit(f"no evaluated runs (ROW_T_seedN/bleu.json) under {a.runs_dir}")
-    parts = [study_facts(a.runs_dir)]
+        raise SystemExit(f"no evaluated runs (ROW_T_seedN/{at + '/' if at else ''}bleu.json) under {a.runs_dir}")
+    expect = [r for r in a.expect.split(",") if r]
+    seeds = [int(x) for x in a.seeds.split(",") if x]
+    expected = [tuple(r.rsplit("_", 1)) for r in expect]
+    parts = []
+    if expect:
+        missing = missing_runs(a.runs_dir, expect, seeds)
+        total = len(expect) * len(seeds)
+        parts += [f"**Runs finished: {total - len(missing)} of {total}**" +
+                  (f"; missing: {', '.join(missing)}." if missing else "."), ""]
+    if at:
+        parts += [f"Scores of the checkpoints at half the budget ({at}/bleu.json).", ""]
+    parts += [study_facts(a.runs_dir)]
     for metric, name in METRICS.items():
         runs = scores[metric]
         if not runs:
             continue
-        parts += [f"## {name} per direction (Table 1 layout)", "", table1(runs, langs, zero_shot), "",
+        parts += [f"## {name} per direction (Table 1 layout)", "", table1(runs, langs, zero_shot, expected), "",
                   f"## {name}: data imbalance (High / Med / Low resource)", "", imbalance_table(runs, levels)]
         if zero_shot:
             parts += [f"## {name}: zero-shot directions", "", zero_shot_table(runs, zero_shot), ""]
-    tests = significance(a.runs_dir, a.baseline, a.bootstrap) if a.bootstrap > 0 else []
+    tests = significance(a.runs_dir, a.baseline, a.bootstrap, at) if a.bootstrap > 0 else []
     if a.bootstrap > 0:
         parts += [f"## Paired bootstrap against {a.baseline} ({a.bootstrap} resamples, per seed and "
                   "direction)", "", significance_tables(tests, a.baseline, a.alpha)]

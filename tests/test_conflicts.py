@@ -28,3 +28,12 @@ def test_plain_runs_get_no_corrected_panel(tmp_path):
     assert "| gradvac_all_layer_t5 | 16-20 | -0.250 / 100.0% | 50.0% |" in (tmp_path / "out2" / "conflicts.md").read_text()
     with_panel = matplotlib.image.imread(tmp_path / "out2" / "conflicts_over_training.png").shape[0]
     assert with_panel > 1.5 * height  # two panels against one
+
+
+def test_a_run_without_per_layer_records_is_skipped_with_a_message(tmp_path, capsys):
+    whole = tmp_path / "pcgrad_t5_seed1"
+    whole.mkdir()
+    (whole / "similarity.csv").write_text(HEADER + "10,en-fr,en-cs,model,0.5,1,1,10,10\n")
+    _run(tmp_path / "gradvac_all_layer_t5_seed1", [(10, 0.5), (20, -0.25)])
+    conflicts.main([str(tmp_path), "--window", "10", "--out", str(tmp_path / "out")])
+    assert "skipped" in capsys.readouterr().err and "pcgrad_t5_seed1" not in (tmp_path / "out" / "conflicts.md").read_text()

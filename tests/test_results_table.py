@@ -148,3 +148,33 @@ def test_training_time_sums_fairseqs_done_lines_over_a_runs_invocations(runs):
     (runs / "multilingual_t5_seed2" / "train.log").write_text("z | done training in 240.0 seconds\n")
     assert results_table.training_seconds(str(runs / "multilingual_t5_seed1")) == 180.0
     assert "| (2) Multilingual | 5 | 3.50 ±0.71 |" in results_table.times_table(str(runs))
+
+
+def test_a_cell_says_on_how_many_seeds_it_rests_and_missing_runs_are_marked(tmp_path):
+    _run(tmp_path, "multilingual_t5_seed1", {"en-fr": 10.0, "en-hi": 2.0})
+    _run(tmp_path, "multilingual_t5_seed2", {"en-fr": 12.0})  # no en-hi
+    runs = results_table.collect(tmp_path)
+    table = results_table.table1(runs, ["fr", "hi"], [], expected=[("multilingual", "t5"), ("gradvac_all_layer", "t5")])
+    line = next(l for l in table.splitlines() if l.startswith("| (2) Multilingual | 5 |"))
+    assert "| 11.00 ±1.41 |" in line and "| 2.00 (n=1) |" in line  # en-fr on 2 seeds, en-hi on 1
+    assert "| (9) GradVac w. all_layer | 5 | missing | missing | missing |" in table
+    assert results_table.missing_runs(tmp_path, ["multilingual_t5", "gradvac_all_layer_t5"], [1, 2]) == [
+        "gradvac_all_layer_t5_seed1", "gradvac_all_layer_t5_seed2"]
+    results_table.main([str(tmp_path), "--expect", "multilingual_t5,gradvac_all_layer_t5", "--seeds", "1,2",
+                        "--bootstrap", "0", "--out", str(tmp_path / "t")])
+    assert "**Runs finished: 2 of 4**; missing: gradvac_all_layer_t5_seed1, gradvac_all_layer_t5_seed2." in \
+        (tmp_path / "t.md").read_text()
+
+
+def test_half_budget_scores_and_a_bundle_of_another_budget_is_refused(tmp_path):
+    _run(tmp_path, "multilingual_t5_seed1", {"en-fr": 10.0})
+    half = tmp_path / "multilingual_t5_seed1" / "half"
+    half.mkdir()
+    (half / "bleu.json").write_text(json.dumps({"directions": {"en-fr": {"bleu": 7.5}}}))
+    assert results_table.collect(tmp_path, at="half") == {("multilingual", "t5"): [{"en-fr": 7.5}]}
+    (tmp_path / "budget.json").write_text(json.dumps({"budget": 400}))
+    (tmp_path / "multilingual_t5_seed1" / "run.json").write_text(json.dumps({"budget": 400}))
+    results_table.main([str(tmp_path), "--bootstrap", "0"])
+    (tmp_path / "multilingual_t5_seed1" / "run.json").write_text(json.dumps({"budget": 300}))
+    with pytest.raises(SystemExit, match="trained to 300 updates, but the study's budget .* is 400 updates"):
+        results_table.main([str(tmp_path), "--bootstrap", "0"])

@@ -17,6 +17,7 @@ import csv
 import glob
 import os
 import re
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -80,12 +81,19 @@ def run_tables(run, window):
 
 
 def collect(runs_dir, window):
-    """{ROW_SAMPLING: [run_tables per seed]} of the runs with a similarity.csv."""
+    """{ROW_SAMPLING: [run_tables per seed]} of the runs with a similarity.csv; a run that
+    recorded no per-layer groups (trained without --similarity-granularity all_layer) is
+    skipped with a message."""
     runs = defaultdict(list)
     for path in sorted(glob.glob(os.path.join(runs_dir, "*", "similarity.csv"))):
         m = _RUN.match(os.path.basename(os.path.dirname(path)))
         if m:
-            runs[m["key"]].append(run_tables(os.path.dirname(path), window))
+            tables = run_tables(os.path.dirname(path), window)
+            if not tables["over_updates"]:
+                print(f"[conflicts] skipped {os.path.dirname(path)}: no per-layer cosines in its "
+                      "similarity.csv (record them with --similarity-granularity all_layer)", file=sys.stderr)
+                continue
+            runs[m["key"]].append(tables)
     return runs
 
 
