@@ -175,10 +175,13 @@ def model_argv(corpus, shape, task, max_tokens):
     ]
 
 
+FP16 = False  # --fp16: every variant in fairseq's mixed precision (a CUDA device)
+
+
 def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens, batching="split"):
     from fairseq import options
 
-    argv = model_argv(corpus, shape, task, max_tokens)
+    argv = model_argv(corpus, shape, task, max_tokens) + (["--fp16"] if FP16 else [])
     if combiner is not None:
         argv += ["--gradient-combiner", combiner, "--combine-granularity", granularity,
                  "--direction-batching", batching]
@@ -196,8 +199,11 @@ class Variant:
         torch.manual_seed(1)  # every variant starts from the same weights
         self.model = self.task.build_model(self.args).to(device)
         self.criterion = self.task.build_criterion(self.args).to(device)
+        if FP16:  # as fairseq's Trainer does it: fp16 model, fp32 master weights
+            self.model = self.model.half()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = optim.build_optimizer(self.args, params)
+        self.optimizer = (optim.FP16Optimizer.build_optimizer(self.args, params) if FP16
+                          else optim.build_optimizer(self.args, params))
         self.split = combiner is not None  # takes one batch per direction
         self.updates = 0
 
@@ -549,6 +555,7 @@ def main():
     parser.add_argument("--profile-reps", type=int, default=3, help="quiet updates per phase breakdown")
     parser.add_argument("--profile-ops", type=int, default=16, help="ops listed in the torch.profiler diff")
     parser.add_argument("--workdir", default=None, help="keep the generated corpora here (default: a temp dir)")
+    parser.add_argument("--fp16", action="store_true", help="every variant in fp16 (fairseq's --fp16; CUDA)")
     parser.add_argument("--directions", default=None, metavar="K,K,...",
                         help="instead: time per target token of stock, split and single-direction "
                              "batches at each K (synthetic corpora; the first of --sizes)")
@@ -560,6 +567,8 @@ def main():
     args.variants = [names[v.strip()] for v in args.variants.split(",")]
 
     device = torch.device(args.device)
+    global FP16
+    FP16 = args.fp16
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sizes = ["tiny"] if args.quick else (args.sizes or "small,base").split(",")
     args.max_tokens = args.max_tokens or (1024 if args.quick else 4096)

@@ -21,16 +21,7 @@ import torch
 from .analysis.similarity import SimilarityGroups, SimilarityRecord
 from .gradient_exchange import GradientExchange
 from .surgery import Combiner, ParameterGroups
-from .surgery.groups import math_dtype
-
-
-def _all_finite(x: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
-    """Whether every entry of ``x`` is finite, with no temporary the size of ``x``: a sum is
-    finite only if every summand is (chunks of at most 1/64 of ``x`` summed in fp64, fp16/bf16
-    ones in fp32: finite entries do not overflow there)."""
-    dtype = torch.float32 if x.element_size() < 4 else torch.float64
-    chunk = max(1, min(chunk, -(-x.numel() // 64)))
-    return torch.isfinite(torch.stack([c.sum(dtype=dtype) for c in x.split(chunk)])).all()
+from .surgery.groups import all_finite, math_dtype
 
 
 class DirectionGradients:
@@ -92,6 +83,8 @@ class DirectionGradients:
         self._ntokens: List[float] = []
         self._losses: list = []  # floats or device tensors: no host sync
         self._reached = [False] * len(self.groups.params)
+        # fairseq's divisor of this update on this worker (end_micro_batch), None if unknown
+        self._sample_size: Optional[float] = None
 
     def present_directions(self) -> List[str]:
         """The directions a real batch went into since the last combine(), in training order."""
@@ -140,6 +133,14 @@ class DirectionGradients:
         self._present[r] = True
         self._losses[r] = self._losses[r] + loss
         self._ntokens[r] += float(ntokens)
+
+    def end_micro_batch(self, sample_size: float, dummy: bool) -> None:
+        """A micro-batch of this update ended. fairseq's trainer divides the update by the
+        workers' summed sample sizes, a worker's being zero when its LAST micro-batch was a
+        dummy (an epoch's end), though its real ones are in the gradient: the methods defined
+        on mean losses (MGDA, GradNorm) scale their update to that divisor."""
+        total = (self._sample_size or 0.0) + float(sample_size)
+        self._sample_size = 0.0 if dummy else total
 
     def combine(self, combiner: Combiner, step: int, record: bool = False) -> Optional[torch.Tensor]:
         """Combine this update's rows (summed over workers) and make the result every
@@ -191,7 +192,9 @@ class DirectionGradients:
             i = position[self._owner[r]]
             ntokens[i], losses[i] = self._ntokens[r], self._losses[r]
         losses = torch.stack([torch.as_tensor(v, dtype=dtype, device=self.device) for v in losses])
-        local = torch.tensor(ntokens + [float(x) for x in self._reached], dtype=dtype, device=self.device)
+        # the workers that know their fairseq sample size, and its sum
+        known = [float(self._sample_size is not None), self._sample_size or 0.0]
+        local = torch.tensor(ntokens + known + [float(x) for x in self._reached], dtype=dtype, device=self.device)
         grams = [g for g in (gram, sim) if g is not None]
         stats = exchange.all_reduce_stats(torch.cat([g.flatten() for g in grams] + [local[:k], losses, local[k:]]))
         reduced = []
@@ -202,7 +205,10 @@ class DirectionGradients:
             gram = reduced.pop(0)
         if sim is not None:  # the rows were divided by N for fairseq: the record's norms are
             sim = reduced.pop(0) * exchange.world_size ** 2  # those of the summed gradients
-        ntokens, losses, reached = stats[:k], stats[k : 2 * k], (stats[2 * k :] > 0).tolist()
+        ntokens, losses = stats[:k], stats[k : 2 * k]
+        tail = stats[2 * k :].tolist()  # (one host sync: which parameters were reached)
+        sample_size = stats[2 * k + 1] if tail[0] == exchange.world_size else None
+        reached = [x > 0 for x in tail[2:]]
         self.reset()
         tasks = [self.directions[d] for d in present]
         if sim is not None:
@@ -210,15 +216,16 @@ class DirectionGradients:
         weights = combiner.weigh(
             gram, tasks, self.groups, step,
             losses=losses / ntokens.clamp_min(1), ntokens=ntokens,  # loss per token
+            sample_size=sample_size,
         )
         row_weights = torch.zeros(len(self.groups), rows.shape[0], dtype=dtype, device=self.device)
-        row_weights[:, order] = weights.to(dtype)
+        row_weights[:, order] = weights.to(device=self.device, dtype=dtype)
         mine = combined[start : start + self.buffer.shape[1] // exchange.world_size]
         mine[stop - start :].zero_()  # padding
         if stop > start:  # (more workers than columns: this worker's slice is padding)
             self.groups.weighted_sum(rows, row_weights, out=mine[: stop - start], start=start)
         combined = exchange.gather(combined)[:p]
-        combiner.commit(_all_finite(combined))
+        combiner.commit(all_finite(combined))
         for param, view, hit in zip(self.groups.params, self.groups.param_views(combined), reached):
             param.grad = view if hit else None
         return combined

@@ -29,8 +29,10 @@ import torch.distributed as dist
 class GradientExchange:
     """The collectives of one worker among ``world_size`` (torch.distributed; NCCL or gloo).
 
-    Rows are divided by ``world_size`` after they are summed, as fairseq's legacy_ddp does:
-    the trainer multiplies the update by world_size / sample_size afterwards.
+    Each received slice is divided by ``world_size`` before it is added, as fairseq's
+    legacy_ddp divides before its all-reduce (the trainer multiplies the update by
+    world_size / sample_size afterwards): N finite fp16 slices then sum to a finite fp16
+    result wherever stock DDP's does, so the loss scale settles where stock's does.
     """
 
     def __init__(self, world_size: int, rank: int, group=None):
@@ -60,15 +62,15 @@ class GradientExchange:
         if not self.distributed:
             return [list(labels)]
         mine = torch.full((capacity,), -1, dtype=torch.int64, device=device)
-        mine[: len(labels)] = torch.tensor(list(labels), dtype=torch.int64)
+        mine[: len(labels)] = torch.tensor(list(labels), dtype=torch.int64, device=device)
         every = torch.empty(self.world_size * capacity, dtype=torch.int64, device=device)
         dist.all_gather_into_tensor(every, mine, group=self.group)
         return [[d for d in row if d >= 0] for row in every.view(self.world_size, capacity).tolist()]
 
     def sum_rows(self, rows: torch.Tensor, sent: Sequence[int], labels: List[List[int]],
                  present: Sequence[int], received: torch.Tensor) -> torch.Tensor:
-        """This worker's slice of every present direction's row summed over workers and
-        divided by N: [len(present), padded / N], in the order of ``present``.
+        """This worker's slice of every present direction's row divided by N and summed over
+        workers: [len(present), padded / N], in the order of ``present``.
 
         ``rows`` [S, padded]: this worker's rows; ``sent``: the indices of the rows it sends,
         whose labels are ``labels[rank]``; ``labels``: every worker's (gather_labels);
@@ -88,10 +90,12 @@ class GradientExchange:
                 output_split_sizes=[width if q in senders else 0 for q in range(n)],
                 input_split_sizes=[width if sends else 0] * n, group=self.group,
             )
-            # in worker order, one add at a time: the same sum on every run
+            # divided first (stock's order: no fp16 overflow of the sum), then in worker
+            # order, one add at a time: the same sum on every run
+            out.div_(n)
             for q, chunk in zip(senders, out.view(len(senders), width)):
                 summed[position[labels[q][s]]] += chunk
-        return summed.div_(n)
+        return summed
 
     def all_reduce_stats(self, stats: torch.Tensor) -> torch.Tensor:
         """Sum the small per-step statistics (partial Grams, counts) over workers, in place."""

@@ -59,6 +59,7 @@ DATA_CONFIG=configs/data/$DATA.sh
 STUDY=$(basename "$DATA" .sh)-$MODEL
 STUDY_CACHE=${STUDY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fairseq_gradvac/study}
 RUNS=${RUNS:-$STUDY_CACHE/$STUDY} RESULTS=${RESULTS:-docs/data/study/$STUDY}
+RESULTS=$(realpath -m "$RESULTS")  # absolute: git -C works from a frozen copy too
 # the prepared corpus lives beside the checkpoints that were trained on it
 export DATA_DIR=${DATA_DIR:-$STUDY_CACHE/data/$(basename "$DATA" .sh)}
 source "$DATA_CONFIG"
@@ -85,11 +86,13 @@ for spec in $ROWS; do method_of "$spec" > /dev/null; done
 [[ " $ROWS " != *"_low_"* || -n $LOW_DIRECTIONS ]] || { echo "[study] a _low row needs LOW in $DATA_CONFIG" >&2; exit 2; }
 mkdir -p "$RUNS/.locks" "$RESULTS"
 
-commit() {  # commit MESSAGE PATH...: commit only PATHs (COMMIT=1), retrying while git is busy
+commit() {  # commit MESSAGE PATH...: commit only PATHs (COMMIT=1) in the repository that holds
+  # RESULTS (the driver may run from a copy of the code frozen at a commit), retrying while git is busy
   [ "$COMMIT" = 1 ] || return 0
   local msg=$1 try; shift
   for try in $(seq 30); do
-    if git add -- "$@" 2> /dev/null && { git diff --cached --quiet -- "$@" || git commit -q -m "$msg" -- "$@"; }; then
+    if git -C "$RESULTS" add -- "$@" 2> /dev/null && { git -C "$RESULTS" diff --cached --quiet -- "$@" ||
+        git -C "$RESULTS" commit -q -m "$msg" -- "$@"; }; then
       echo "[study] committed: $msg"; return 0
     fi
     sleep 2
@@ -165,17 +168,17 @@ finish_run() {  # finish_run ROW_SAMPLING SEED: train to the budget, score, prob
   t0=$(date +%s)
   if [ "$(cat "$dir/train.done" 2>/dev/null)" != "$BUDGET" ]; then
     echo "[study] train $spec seed $seed to $BUDGET updates -> $dir"
-    train_run "$spec" "$seed" "$BUDGET"
+    train_run "$spec" "$seed" "$BUDGET" || return 1
     echo "$BUDGET" > "$dir/train.done"
     echo "[study] trained $spec seed $seed: $(grep -o 'done training in [0-9.]* seconds' "$dir"/train.log "$dir"/*/train.log 2>/dev/null | tail -1)"
   fi
   while IFS=: read -r unit config pairs zero; do
-    train_command "$spec" "$seed" "$BUDGET" "$config" "$unit" 1 > "$unit/command.txt"
-    score "$unit/checkpoint_last.pt" "$pairs" "$zero" "$unit/bleu"
+    train_command "$spec" "$seed" "$BUDGET" "$config" "$unit" 1 > "$unit/command.txt" || return 1
+    score "$unit/checkpoint_last.pt" "$pairs" "$zero" "$unit/bleu" || return 1
     half=$(compgen -G "$unit/checkpoint_*_$HALF.pt" | head -1) \
       || { echo "[study] no checkpoint at half the budget ($HALF updates) in $unit" >&2; return 1; }
     mkdir -p "$unit/half"
-    score "$half" "$pairs" "$zero" "$unit/half/bleu"
+    score "$half" "$pairs" "$zero" "$unit/half/bleu" || return 1
   done < <(units_of "$spec" "$seed")
   if [ "$PROBE_EVERY" -gt 0 ] && [ -f "$dir/checkpoint_last.pt" ] && [ ! -f "$dir/probe.done" ]; then
     local probes=()
@@ -188,7 +191,7 @@ finish_run() {  # finish_run ROW_SAMPLING SEED: train to the budget, score, prob
   fi
   python3 -m fairseq_gradvac.study_bundle "$dir" "$bundle" --budget "$BUDGET" --half "$HALF" \
     --references "$RESULTS/references" --row "$spec" --seed "$seed" --command-file "$dir/command.txt" \
-    --commit "$(cat "$dir/commit.txt" 2>/dev/null || git rev-parse HEAD)"
+    --commit "$(cat "$dir/commit.txt" 2>/dev/null || git rev-parse HEAD)" || return 1
   commit "study $STUDY: bundle ${spec}_seed$seed (budget $BUDGET)" "$bundle" "$RESULTS/references"
   echo "[study] done $spec seed $seed ($(( $(date +%s) - t0 )) s)"
 }

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end (smoke runs; their timings are not checked here)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -77,3 +78,26 @@ def test_min_norm_benchmark_compares_both_solvers():
     out = _run("benchmarks/min_norm.py", "--cases", "6x4", "--reps", "1")
     row = next(line for line in out.splitlines() if line.startswith("| 6 | 4 |")).split("|")
     assert float(row[7]) < 1e-9  # Wolfe's duality gap: exact
+
+
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
+    for c in ("sum", "gradvac"):
+        for b in ("single", "split"):
+            assert re.search(rf"^\| {c} \| amp \| {b} \| ok \| \d+\.\d+ \|", out, re.M), out
+    for step in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5."):
+        assert step in out
+    assert "summary" in out and "engine" in out and "gpu_check: all checks passed" in out
+
+
+def test_allocations_benchmark_prints_fp16_next_to_fp32_within_the_bound():
+    out = _run("benchmarks/allocations.py", "--params", "4000000", "--directions", "8",
+               "--granularities", "whole_model", "--threads", "1")
+    row = next(l for l in out.splitlines() if l.startswith("| whole_model | 8 |"))
+    cells = [float(c.strip().rstrip(" P")) for c in row.split("|")[3:6]]
+    assert all(1.0 <= c <= 1.0625 for c in cells), row  # fp32, fp16, bf16: the update vector and a little
+    assert "within the bound" in out

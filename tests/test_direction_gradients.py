@@ -156,7 +156,7 @@ def test_an_update_the_trainer_dropped_contributes_nothing():
 
 
 def test_the_finiteness_check_sees_every_entry_and_no_false_overflow():
-    from fairseq_gradvac.direction_gradients import _all_finite
+    from fairseq_gradvac.surgery.groups import all_finite as _all_finite
 
     x = torch.full((3 * 1000 + 7,), 60000.0, dtype=torch.float16)  # its fp16 sum would overflow
     assert _all_finite(x, chunk=1000)

@@ -17,6 +17,7 @@ from fairseq_gradvac.analysis.similarity import SimilarityGroups
 from fairseq_gradvac.direction_gradients import DirectionGradients
 from fairseq_gradvac.gradient_exchange import GradientExchange
 from fairseq_gradvac.surgery import ParameterGroups, build_combiner
+from device_check import wrong_default_device
 from tolerance import assert_near
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
@@ -104,8 +105,10 @@ def _worker(rank, world, init, out):
                 _backward(params, torch.zeros(P, dtype=torch.float64))
             # (the record joins the all-reduce)
             # row storage: allocations of half a worker's slice or more (not the K x K statistics)
-            peak, combined = peak_bytes(lambda: grads.combine(combiner, step, record=step % 2 == 1),
-                                        at_least=P // world // 2 * 8)
+            # every tensor the exchange and the combination make follows the rows' device
+            with wrong_default_device():
+                peak, combined = peak_bytes(lambda: grads.combine(combiner, step, record=step % 2 == 1),
+                                            at_least=P // world // 2 * 8)
             peaks.append(peak)
             outs.append(None if combined is None else combined.clone())
             record = grads.last_record
@@ -202,3 +205,25 @@ def test_bad_exchange_arguments():
     assert GradientExchange(4, 0).padded_numel(123) == 124
     assert GradientExchange(4, 3).columns(124, 123) == (93, 123)
     assert GradientExchange(8, 7).columns(8, 5) == (7, 7)  # more workers than columns
+
+
+def _fp16_worker(rank, world, init, out):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    exchange = GradientExchange(world, rank)
+    rows = torch.full((1, 2 * world), 40000.0, dtype=torch.float16)  # finite; the N-worker sum is not
+    labels = exchange.gather_labels([0], 1, rows.device)
+    received = torch.empty(rows.shape[1], dtype=torch.float16)
+    summed = exchange.sum_rows(rows, [0], labels, [0], received)
+    with open(os.path.join(out, f"{rank}.pkl"), "wb") as f:
+        pickle.dump(summed.clone(), f)
+    dist.destroy_process_group()
+
+
+def test_fp16_rows_whose_sum_overflows_are_finite_after_the_exchange(tmp_path):
+    """Stock legacy_ddp divides by N before it sums: 2 x 40000 / 2 is finite in fp16 there, so
+    it must be here (summing first gives inf, a skipped update and a halved loss scale)."""
+    mp.spawn(_fp16_worker, args=(2, f"file://{tmp_path}/store", str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        with open(tmp_path / f"{rank}.pkl", "rb") as f:
+            summed = pickle.load(f)
+        assert summed.dtype == torch.float16 and torch.equal(summed, torch.full((1, 2), 40000.0, dtype=torch.float16))

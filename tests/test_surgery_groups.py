@@ -1,5 +1,8 @@
 """ParameterGroups: grouping at each granularity, tied weights, the flat layout, and the
 batched Gram matrices and weighted sums against naive per-group loops."""
+import os
+import sys
+
 import pytest
 import torch
 
@@ -297,3 +300,51 @@ def test_consecutive_groups_of_equal_size_make_one_run():
     # columns [3, 30): groups 1 and 2 whole, 3 whole, 4 in part; group 0 ends at 3: no part
     runs = [(r.start, r.first, r.count, r.size) for r in groups._runs(3, 30)]
     assert runs == [(0, 1, 2, 9), (18, 3, 1, 1), (19, 4, 1, 8)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_pieces_split_groups_anywhere_and_add_up(dtype, monkeypatch):
+    """Pieces of whole small groups and column stretches of large ones (a tiny piece limit
+    here) give the Gram matrices and weighted sums of the whole rows, also on a column range."""
+    monkeypatch.setattr(groups_module, "GRAM_BLOCK", 8)
+    monkeypatch.setattr(groups_module, "LOW_PRECISION_PIECE", 10 ** 6)  # pieces of K x 8 entries
+    groups = ParameterGroups.from_sizes([3, 9, 9, 1, 17, 40, 40, 5, 5, 5])
+    gen = torch.Generator().manual_seed(3)
+    grads = torch.randn(4, groups.numel, generator=gen).to(dtype)
+    weights = torch.randn(len(groups), 4, generator=gen)
+    exact = grads.double()
+    assert_near(groups.gram(grads).double(), naive_gram(exact, groups), 1e-5)
+    expected = naive_weighted_sum(exact, weights.double(), groups)
+    eps = torch.finfo(dtype).eps
+    out = groups.weighted_sum(grads, weights)
+    assert ((out.double() - expected).abs() <= 0.51 * eps * expected.abs() + 1e-5 * expected.abs().max()).all()
+    lo = 11  # a range that cuts groups
+    part = groups.weighted_sum(grads[:, lo:], weights, start=lo)
+    assert torch.equal(part, out[lo:])
+    assert_near((groups.gram(grads[:, :lo], start=0) + groups.gram(grads[:, lo:], start=lo)).double(),
+                naive_gram(exact, groups), 1e-5)
+
+
+@pytest.mark.parametrize("k", [8, 50])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("granularity", ["whole_model", "all_layer"])
+def test_half_precision_combination_memory_is_a_small_fixed_fraction_of_p(k, dtype, granularity, monkeypatch):
+    """fp16/bf16 rows: gram() and weighted_sum() allocate at most 1/10 of one row's bytes
+    beyond their output, whatever K and the groups (before the pieces: 16 to 18 P in fp16 at
+    K = 8, whole model)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from allocations import peak_bytes
+
+    monkeypatch.setattr(groups_module, "GRAM_BLOCK", 64)  # the limit's floor, K x 64, stays small
+    layers = [40_000] * 6 + [25_000]  # six equal layers and the embeddings: P = 265,000
+    sizes = layers if granularity == "all_layer" else [sum(layers)]
+    groups = ParameterGroups.from_sizes(sizes)
+    grads = torch.randn(k, groups.numel).to(dtype)
+    weights = torch.randn(len(groups), k)
+    row = groups.numel * grads.element_size()
+    out = torch.empty(groups.numel, dtype=dtype)
+    gram_peak, gram = peak_bytes(lambda: groups.gram(grads))
+    sum_peak, _ = peak_bytes(lambda: groups.weighted_sum(grads, weights, out=out))
+    assert gram.shape == (len(groups), k, k)
+    assert gram_peak - gram.numel() * 4 <= 0.1 * row, (gram_peak / row, k, dtype, granularity)  # beyond the output
+    assert sum_peak <= 0.1 * row, (sum_peak / row, k, dtype, granularity)

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .groups import ParameterGroups
+from .groups import ParameterGroups, all_finite
 
 _REGISTRY: Dict[str, Callable[..., "Combiner"]] = {}
 
@@ -79,6 +79,7 @@ class Combiner:
     def __init__(self):
         self.task_names: List[str] = []
         self.last_report: Optional[StepReport] = None
+        self._sample_size: Optional[torch.Tensor] = None
 
     def combine(
         self,
@@ -97,7 +98,7 @@ class Combiner:
             gram = groups.gram(grads[:, start:stop], start=start)
         weights = self.weigh(gram, tasks, groups, step, losses=losses, ntokens=ntokens)
         out = groups.weighted_sum(grads, weights)
-        self.commit(torch.isfinite(out).all())
+        self.commit(all_finite(out))
         return out
 
     def gram_columns(self, groups: ParameterGroups) -> Tuple[int, int]:
@@ -113,12 +114,15 @@ class Combiner:
         step: int,
         losses: Optional[torch.Tensor] = None,
         ntokens: Optional[torch.Tensor] = None,
+        sample_size: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Weights W [num_groups, K] of this step from the Gram matrices [num_groups, K, K].
 
         ``losses``: each task's loss per token in this step (GradNorm's L_i); ``ntokens``:
         each task's token count n_i in this step (MGDA and GradNorm work on the per-task
-        mean losses; None: equal counts). Non-finite Gram matrices give the plain sum
+        mean losses; None: equal counts); ``sample_size``: what fairseq will divide the
+        update by (None: the sum of ``ntokens``; it differs at an epoch's end, when a
+        worker's last micro-batch is a dummy). Non-finite Gram matrices give the plain sum
         (W = 1), so that the NaN/Inf reaches the trainer, and no state change. The state
         change waits for commit().
         """
@@ -134,6 +138,7 @@ class Combiner:
             raise ValueError(
                 f"expected one token count per task, shape [{len(tasks)}], got {tuple(ntokens.shape)}"
             )
+        self._sample_size = sample_size
         return self._weigh(gram, tasks, groups, int(step), losses, ntokens)
 
     def commit(self, finite: torch.Tensor) -> None:
@@ -144,6 +149,15 @@ class Combiner:
 
     def _weigh(self, gram, tasks, groups, step, losses, ntokens) -> torch.Tensor:
         raise NotImplementedError
+
+    def _divisor(self, n: torch.Tensor) -> torch.Tensor:
+        """fairseq's divisor of this update, as the trainer applies it: the sample size, or
+        1 when it is 0 (``numer / (sample_size or 1.0)``); the token count N = sum n_i when
+        weigh() was not told it."""
+        if self._sample_size is None:
+            return n.sum()
+        size = self._sample_size.to(n.device, n.dtype)
+        return torch.where(size > 0, size, torch.ones_like(size))
 
     def _commit(self, finite: torch.Tensor) -> None:
         """Stateless combiners have nothing to apply."""
@@ -207,7 +221,9 @@ class SumCombiner(Combiner):
     needs_gram = False
 
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):
-        # Any NaN/Inf in the input reaches the sum, which commit() checks.
-        device = gram.device if gram is not None else None
+        # Any NaN/Inf in the input reaches the sum, which commit() checks. No Gram: the
+        # weights go where the step's token counts are (the rows' device).
+        like = next((t for t in (gram, ntokens, losses) if t is not None), None)
+        device = like.device if like is not None else None
         self.last_report = StepReport(tasks, groups.names, torch.ones((), dtype=torch.bool, device=device))
         return torch.ones(len(groups), len(tasks), device=device)

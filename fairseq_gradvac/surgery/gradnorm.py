@@ -89,9 +89,10 @@ class GradNorm(Combiner):
         new_w = (new_w * len(tasks) / new_w.sum()).to(self.weights.dtype)  # fp64 gradients: fp64 math
         self._pending = (idx, new_w, initial)
         self.last_report = StepReport(tasks, groups.names, finite, weights=w)
-        # w_i weighs the mean-loss gradient g_i / n_i: row weight w_i mean(n) / n_i (MGDA's
-        # docstring: fairseq's division by N then leaves sum_i (w_i / K) grad(L_i / n_i)).
-        return (w * (n.mean() / n)).expand(len(groups), -1)
+        # w_i weighs the mean-loss gradient g_i / n_i: row weight w_i (N / K) / n_i, N
+        # fairseq's divisor (MGDA's docstring: the division by N then leaves
+        # sum_i (w_i / K) grad(L_i / n_i)).
+        return (w * (self._divisor(n) / len(tasks) / n)).expand(len(groups), -1)
 
     def _commit(self, finite):
         idx, new_w, initial = self._pending

@@ -16,6 +16,10 @@ GRANULARITIES = ("whole_model", "enc_dec", "all_layer", "all_matrix")
 
 # Entries per block of the Gram computation: K x 4096 fp32 is 128 KiB at K = 8 (in L2).
 GRAM_BLOCK = 4096
+# fp16/bf16 rows are read in pieces whose fp32 copy holds at most 1/LOW_PRECISION_PIECE of the
+# range's columns (at least K x GRAM_BLOCK entries): the extra memory of the combination
+# stays a small fixed fraction of P whatever K and the groups.
+LOW_PRECISION_PIECE = 64
 
 _LAYER = re.compile(r"^(?:.*\.)?((?:encoder|decoder)\.layers\.\d+)\.")
 
@@ -44,6 +48,16 @@ def group_key(name: str, granularity: str) -> str:
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the combiners compute in: fp32, or fp64 for fp64 gradients."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def all_finite(x: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+    """Whether every entry of ``x`` is finite, with no temporary the size of ``x`` (a
+    boolean ``isfinite`` mask of 60M entries costs 1.5 plain sums): a sum is finite only if
+    every summand is (chunks of at most 1/64 of ``x`` summed in fp64, fp16/bf16 ones in
+    fp32: finite entries do not overflow there)."""
+    dtype = torch.float32 if x.element_size() < 4 else torch.float64
+    chunk = max(1, min(chunk, -(-x.numel() // 64)))
+    return torch.isfinite(torch.stack([c.sum(dtype=dtype) for c in x.split(chunk)])).all()
 
 
 @dataclass(frozen=True)
@@ -203,6 +217,40 @@ class ParameterGroups:
             )
         return start, stop
 
+    @staticmethod
+    def _pieces(run: _Run, k: int, limit: int):
+        """(group offset in the run, groups, first column, last column) pieces of ``run``
+        whose [K, groups, columns] fp32 copy holds at most ``limit`` entries: several whole
+        small groups at a time, or a large group in column stretches of whole blocks."""
+        if k * run.size <= limit:
+            n = max(1, limit // (k * run.size))
+            for g in range(0, run.count, n):
+                yield g, min(n, run.count - g), 0, run.size
+        else:
+            width = max(GRAM_BLOCK, limit // k // GRAM_BLOCK * GRAM_BLOCK)
+            for g in range(run.count):
+                for lo in range(0, run.size, width):
+                    yield g, 1, lo, min(lo + width, run.size)
+
+    @staticmethod
+    def _low_precision_limit(k: int, start: int, stop: int) -> int:
+        return max((stop - start) // LOW_PRECISION_PIECE, k * GRAM_BLOCK)
+
+    def _gram_low_precision(self, seg, dst, run, dtype, limit):
+        """gram() of one run of fp16/bf16 columns, piece by piece in ``dtype``."""
+        k = seg.shape[0]
+        groups = seg.reshape(k, run.count, run.size)
+        dst.zero_()
+        for g, n, lo, hi in self._pieces(run, k, limit):
+            x = groups[:, g : g + n, lo:hi]
+            blocks, tail = divmod(hi - lo, GRAM_BLOCK)
+            if blocks:
+                y = x[:, :, : blocks * GRAM_BLOCK].reshape(k, n * blocks, GRAM_BLOCK).transpose(0, 1).to(dtype)
+                dst[g : g + n] += torch.bmm(y, y.transpose(1, 2)).view(n, blocks, k, k).sum(1)
+            if tail:
+                t = x[:, :, blocks * GRAM_BLOCK :].transpose(0, 1).to(dtype)
+                dst[g : g + n] += torch.bmm(t, t.transpose(1, 2))
+
     def gram(self, grads: torch.Tensor, start: Optional[int] = None) -> torch.Tensor:
         """Per-group Gram matrices (fp32; fp64 for fp64 gradients), shape [num_groups, K, K]:
         G_k[i, j] = g_ik . g_jk.
@@ -216,14 +264,19 @@ class ParameterGroups:
         summed. One matmul per group, [K, size] x [size, K], is a GEMM with a huge inner
         dimension that the CPU BLAS runs at half the memory bandwidth; blocks of K x 4096
         stay in cache, give every thread its own blocks, and sum in a pairwise-like order
-        (more accurate in fp32 too).
+        (more accurate in fp32 too). fp16/bf16 rows are converted piece by piece, at most
+        1/LOW_PRECISION_PIECE of the columns at a time.
         """
         start, stop = self._columns(grads, start)
         k, dtype = grads.shape[0], math_dtype(grads.dtype)
         out = torch.zeros(len(self), k, k, dtype=dtype, device=grads.device)
+        limit = self._low_precision_limit(k, start, stop) if grads.dtype != dtype else None
         for run in self._runs(start, stop):
             seg = grads[:, run.start : run.start + run.count * run.size]
             dst = out[run.first : run.first + run.count]
+            if limit is not None:
+                self._gram_low_precision(seg, dst, run, dtype, limit)
+                continue
             blocks, tail = divmod(run.size, GRAM_BLOCK)
             if blocks == 0:  # small groups: one product per group
                 x = seg.reshape(k, run.count, run.size).transpose(0, 1).to(dtype)
@@ -251,20 +304,22 @@ class ParameterGroups:
 
         With ``start``, as in gram(), ``grads`` holds the columns [start, start + L) only; the result then
         covers those columns. The sum is taken in the math dtype and stored in the
-        gradients' dtype.
+        gradients' dtype (fp16/bf16 rows piece by piece, as in gram()).
         """
         start, stop = self._columns(grads, start)
         k, dtype = grads.shape[0], math_dtype(grads.dtype)
         if out is None:
             out = torch.empty(stop - start, dtype=grads.dtype, device=grads.device)
         weights = weights.to(grads.device)
+        low = grads.dtype != dtype or out.dtype != dtype
+        limit = self._low_precision_limit(k, start, stop)
         for run in self._runs(start, stop):
-            seg = grads[:, run.start : run.start + run.count * run.size]
-            seg = seg.reshape(k, run.count, run.size).transpose(0, 1).to(dtype)
+            seg = grads[:, run.start : run.start + run.count * run.size].reshape(k, run.count, run.size)
             w = weights[run.first : run.first + run.count].unsqueeze(1).to(dtype)
             dst = out[run.start : run.start + run.count * run.size].view(run.count, 1, run.size)
-            if dst.dtype == dtype:
-                torch.bmm(w, seg, out=dst)
-            else:  # fp16/bf16 gradients: the sum is taken in fp32, then stored
-                dst.copy_(torch.bmm(w, seg))
+            if not low:
+                torch.bmm(w, seg.transpose(0, 1), out=dst)
+                continue
+            for g, n, lo, hi in self._pieces(run, k, limit):  # the sum in fp32, then stored
+                dst[g : g + n, :, lo:hi].copy_(torch.bmm(w[g : g + n], seg[:, g : g + n, lo:hi].transpose(0, 1).to(dtype)))
         return out

@@ -113,7 +113,8 @@ class MGDA(Combiner):
         N sum_i alpha_i g_i / n_i,   N = sum_i n_i.
 
     fairseq divides the update by the sample size, N tokens, which leaves sum_i alpha_i
-    grad(L_i / n_i): MGDA's update, a convex combination of the per-task mean-loss
+    grad(L_i / n_i) (where fairseq's divisor is not N, at an epoch's end, N is that
+    divisor: Combiner._divisor): MGDA's update, a convex combination of the per-task mean-loss
     gradients, as the plain sum becomes sum_i (n_i / N) grad(L_i / n_i). Same scale as the
     sum, so --clip-norm and the learning rate keep their meaning. Without token counts
     (ntokens None) the rows count as mean-loss gradients: the weights K alpha_i sum to K.
@@ -126,6 +127,6 @@ class MGDA(Combiner):
         gram = torch.where(finite, gram, torch.zeros_like(gram))
         n = token_counts(ntokens, len(tasks), gram)
         alpha = min_norm_weights(gram / (n[:, None] * n[None, :])).to(gram.dtype)
-        weights = torch.where(finite, alpha * (n.sum() / n), torch.ones_like(alpha))
+        weights = torch.where(finite, alpha * (self._divisor(n) / n), torch.ones_like(alpha))
         self.last_report = StepReport(tasks, groups.names, finite, weights=alpha)
         return weights

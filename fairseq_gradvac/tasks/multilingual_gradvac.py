@@ -346,6 +346,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 merged[key] += value
             per_direction[f"{direction}:loss"] = per_direction[f"{direction}:loss"] + log.get("loss", 0.0)
             per_direction[f"{direction}:ntokens"] += log.get("ntokens", 0)
+        grads.end_micro_batch(total_size, dummy=ignore_grad)
         merged.update(per_direction)
         return total_loss, total_size, dict(merged)
 
