@@ -41,6 +41,8 @@
 #   BEAM [1]   MAX_LEN ["2 20"] hypotheses of at most a * source + b tokens
 #   BOOTSTRAP [1000] resamples   STUDY_CACHE [~/.cache/fairseq_gradvac/study]
 #   RUNS [STUDY_CACHE/DATA-MODEL]   RESULTS [docs/data/study/DATA-MODEL]   COMMIT [0]
+#   CODE_COMMIT [git rev-parse HEAD] the commit recorded in the bundles (for a frozen copy of
+#   the code: run it from `git archive COMMIT` outside the work tree, RESULTS in the repository)
 #   TRAIN_ARGS  more fairseq-train options for every run   OMP_NUM_THREADS [1] per run
 # Kill it at any moment: the same command continues (each run from its last checkpoint;
 # finished trainings, scores, probes and bundles are skipped).
@@ -64,6 +66,8 @@ RESULTS=$(realpath -m "$RESULTS")  # absolute: git -C works from a frozen copy t
 export DATA_DIR=${DATA_DIR:-$STUDY_CACHE/data/$(basename "$DATA" .sh)}
 source "$DATA_CONFIG"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# the commit of the code that trains (a copy of the code outside git says it with CODE_COMMIT)
+CODE_COMMIT=${CODE_COMMIT:-$(git rev-parse HEAD 2> /dev/null || echo unknown)}
 read -r -a SEED_LIST <<< "$SEEDS"
 read -r MAX_LEN_A MAX_LEN_B <<< "$MAX_LEN"
 CURVE_SEEDS=${CURVE_SEEDS:-2}
@@ -139,7 +143,7 @@ train_run() {  # train_run ROW_SAMPLING SEED MAX_UPDATE: train (or resume) to MA
     [ "$done" = "$max" ] && continue
     [ "$done" -lt "$max" ] || { echo "[study] $dir has $done updates, more than $max" >&2; return 1; }
     mkdir -p "$dir"
-    [ -f "$dir/commit.txt" ] || git rev-parse HEAD > "$dir/commit.txt" 2> /dev/null || true
+    [ -s "$dir/commit.txt" ] || echo "$CODE_COMMIT" > "$dir/commit.txt"
     train_command "$spec" "$seed" "$max" "$config" "$dir" > /dev/null \
       || { echo "[study] training failed: $dir/train.log" >&2; return 1; }
   done < <(units_of "$spec" "$seed")
@@ -191,7 +195,7 @@ finish_run() {  # finish_run ROW_SAMPLING SEED: train to the budget, score, prob
   fi
   python3 -m fairseq_gradvac.study_bundle "$dir" "$bundle" --budget "$BUDGET" --half "$HALF" \
     --references "$RESULTS/references" --row "$spec" --seed "$seed" --command-file "$dir/command.txt" \
-    --commit "$(cat "$dir/commit.txt" 2>/dev/null || git rev-parse HEAD)" || return 1
+    --commit "$(cat "$dir/commit.txt" 2>/dev/null || echo "$CODE_COMMIT")" || return 1
   commit "study $STUDY: bundle ${spec}_seed$seed (budget $BUDGET)" "$bundle" "$RESULTS/references"
   echo "[study] done $spec seed $seed ($(( $(date +%s) - t0 )) s)"
 }
