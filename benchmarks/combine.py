@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fairseq_gradvac.surgery import ParameterGroups, build_combiner  # noqa: E402
+from fairseq_gradvac.surgery import ParameterGroups, available_combiners, build_combiner  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,17 +221,17 @@ def main():
         groups = ParameterGroups.from_named_parameters(named, granularity)
         grads = make_grads(k, groups.numel, device)
         step = [0]
-        vac, pc = build_combiner("gradvac", beta=args.beta), build_combiner("pcgrad")
+        losses = torch.linspace(2.0, 4.0, k, device=device)  # (GradNorm's loss ratios)
 
         def run(combiner):
             step[0] += 1
-            return combiner.combine(grads, tasks, groups, step[0])
+            return combiner.combine(grads, tasks, groups, step[0], losses=losses)
 
-        fns = {
-            "sum": lambda: grads.sum(0),
-            "engine gradvac": lambda: run(vac),
-            "engine pcgrad": lambda: run(pc),
-        }
+        fns = {"sum": lambda: grads.sum(0)}
+        # every registered combiner, end to end (GradVac and PCGrad first: the table's ratios)
+        for name in ["gradvac", "pcgrad"] + [n for n in available_combiners() if n not in ("gradvac", "pcgrad")]:
+            combiner = build_combiner(name, **({"beta": args.beta} if name == "gradvac" else {}))
+            fns[f"engine {name}"] = lambda c=combiner: run(c)
         reps = {name: args.reps for name in fns}
         if "torchjd" not in skip:
             fns["torchjd gradvac per group"] = lambda f=torchjd_group_by_group(groups, args.beta): f(grads)

@@ -16,10 +16,11 @@ GRANULARITIES = ("whole_model", "enc_dec", "all_layer", "all_matrix")
 
 # Entries per block of the Gram computation: K x 4096 fp32 is 128 KiB at K = 8 (in L2).
 GRAM_BLOCK = 4096
-# fp16/bf16 rows are read in pieces whose fp32 copy holds at most 1/LOW_PRECISION_PIECE of the
-# range's columns (at least K x GRAM_BLOCK entries): the extra memory of the combination
-# stays a small fixed fraction of P whatever K and the groups.
-LOW_PRECISION_PIECE = 64
+# fp16/bf16 rows, and rows of many tasks, are read in pieces of at most 1/PIECE of the range's
+# columns (the fp32 copy of a piece, and its per-block K x K products, K^2 / GRAM_BLOCK per
+# column, which at K = 200 would be ten times the rows' columns): the extra memory of the
+# combination stays a small fixed fraction of P whatever K and the groups.
+PIECE = 128
 
 _LAYER = re.compile(r"^(?:.*\.)?((?:encoder|decoder)\.layers\.\d+)\.")
 
@@ -220,24 +221,32 @@ class ParameterGroups:
     @staticmethod
     def _pieces(run: _Run, k: int, limit: int):
         """(group offset in the run, groups, first column, last column) pieces of ``run``
-        whose [K, groups, columns] fp32 copy holds at most ``limit`` entries: several whole
-        small groups at a time, or a large group in column stretches of whole blocks."""
+        whose [K, groups, columns] copy holds at most ``limit`` entries: several whole small
+        groups at a time, or a large group in column stretches (of whole blocks when they fit)."""
         if k * run.size <= limit:
             n = max(1, limit // (k * run.size))
             for g in range(0, run.count, n):
                 yield g, min(n, run.count - g), 0, run.size
         else:
-            width = max(GRAM_BLOCK, limit // k // GRAM_BLOCK * GRAM_BLOCK)
+            width = max(1, limit // k)
+            if width >= GRAM_BLOCK:
+                width -= width % GRAM_BLOCK
             for g in range(run.count):
                 for lo in range(0, run.size, width):
                     yield g, 1, lo, min(lo + width, run.size)
 
     @staticmethod
-    def _low_precision_limit(k: int, start: int, stop: int) -> int:
-        return max((stop - start) // LOW_PRECISION_PIECE, k * GRAM_BLOCK)
+    def _piece_limit(grads: torch.Tensor, start: int, stop: int) -> Optional[int]:
+        """Entries of one piece, or None where whole runs at once stay small: rows in the
+        math dtype (no copy) of at most 16 tasks (block products of at most 1/16 of the
+        columns)."""
+        k = grads.shape[0]
+        if grads.dtype == math_dtype(grads.dtype) and k * k * 16 <= GRAM_BLOCK:
+            return None
+        return max((stop - start) // PIECE, GRAM_BLOCK)
 
-    def _gram_low_precision(self, seg, dst, run, dtype, limit):
-        """gram() of one run of fp16/bf16 columns, piece by piece in ``dtype``."""
+    def _gram_pieces(self, seg, dst, run, dtype, limit):
+        """gram() of one run of columns, piece by piece in ``dtype``."""
         k = seg.shape[0]
         groups = seg.reshape(k, run.count, run.size)
         dst.zero_()
@@ -264,18 +273,18 @@ class ParameterGroups:
         summed. One matmul per group, [K, size] x [size, K], is a GEMM with a huge inner
         dimension that the CPU BLAS runs at half the memory bandwidth; blocks of K x 4096
         stay in cache, give every thread its own blocks, and sum in a pairwise-like order
-        (more accurate in fp32 too). fp16/bf16 rows are converted piece by piece, at most
-        1/LOW_PRECISION_PIECE of the columns at a time.
+        (more accurate in fp32 too). fp16/bf16 rows, and rows of more than 16 tasks, go
+        piece by piece, at most 1/PIECE of the columns at a time.
         """
         start, stop = self._columns(grads, start)
         k, dtype = grads.shape[0], math_dtype(grads.dtype)
         out = torch.zeros(len(self), k, k, dtype=dtype, device=grads.device)
-        limit = self._low_precision_limit(k, start, stop) if grads.dtype != dtype else None
+        limit = self._piece_limit(grads, start, stop)
         for run in self._runs(start, stop):
             seg = grads[:, run.start : run.start + run.count * run.size]
             dst = out[run.first : run.first + run.count]
             if limit is not None:
-                self._gram_low_precision(seg, dst, run, dtype, limit)
+                self._gram_pieces(seg, dst, run, dtype, limit)
                 continue
             blocks, tail = divmod(run.size, GRAM_BLOCK)
             if blocks == 0:  # small groups: one product per group
@@ -312,7 +321,7 @@ class ParameterGroups:
             out = torch.empty(stop - start, dtype=grads.dtype, device=grads.device)
         weights = weights.to(grads.device)
         low = grads.dtype != dtype or out.dtype != dtype
-        limit = self._low_precision_limit(k, start, stop)
+        limit = max((stop - start) // PIECE, GRAM_BLOCK)
         for run in self._runs(start, stop):
             seg = grads[:, run.start : run.start + run.count * run.size].reshape(k, run.count, run.size)
             w = weights[run.first : run.first + run.count].unsqueeze(1).to(dtype)
