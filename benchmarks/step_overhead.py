@@ -202,8 +202,12 @@ class Variant:
         if FP16:  # as fairseq's Trainer does it: fp16 model, fp32 master weights
             self.model = self.model.half()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = (optim.FP16Optimizer.build_optimizer(self.args, params) if FP16
-                          else optim.build_optimizer(self.args, params))
+        if FP16:
+            from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+            self.optimizer = optim.FP16Optimizer.build_optimizer(convert_namespace_to_omegaconf(self.args), params)
+        else:
+            self.optimizer = optim.build_optimizer(self.args, params)
         self.split = combiner is not None  # takes one batch per direction
         self.updates = 0
 
@@ -567,6 +571,8 @@ def main():
     args.variants = [names[v.strip()] for v in args.variants.split(",")]
 
     device = torch.device(args.device)
+    if args.fp16 and device.type != "cuda":
+        parser.error("--fp16 needs --device cuda (fairseq's FP16Optimizer keeps its fp32 copy on a GPU)")
     global FP16
     FP16 = args.fp16
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
