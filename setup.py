@@ -20,6 +20,7 @@ setup(
         "matplotlib",
         "scipy",
         "urielplus",
+        "langid",
     ],
     extras_require={"test": ["pytest", "torchjd"]},
 )

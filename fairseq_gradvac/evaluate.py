@@ -6,7 +6,9 @@
 The task options (data, language list, training pairs, language tokens) are read from the
 checkpoint, so a direction is decoded exactly as it was trained. Hypotheses are scored by
 sacrebleu (BLEU and chrF) against the raw reference text (``--raw``) or, without it,
-fairseq's own detokenized targets; the sacrebleu signatures are kept. Writes OUT.json,
+fairseq's own detokenized targets; the sacrebleu signatures are kept. Each direction's
+off-target rate (the share of hypotheses identified as another language than the target,
+among the languages scored: fairseq_gradvac.off_target) is reported beside them. Writes OUT.json,
 OUT.md and the hypotheses, one file per direction (OUT.hyp/DIRECTION.txt, with the
 reference file in OUT.json), for paired significance tests between runs; OUT.json is
 written last, so its presence means the evaluation is complete.
@@ -29,6 +31,8 @@ import sys
 
 import sacrebleu
 import torch
+
+from . import off_target
 
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -218,13 +222,15 @@ def summarize(results, zero_shot):
 
 
 def to_markdown(results, zero_shot, title):
-    lines = [f"### {title}", "", "| direction | kind | BLEU | chrF | sentences |", "|---|---|---:|---:|---:|"]
+    lines = [f"### {title}", "", "| direction | kind | BLEU | chrF | off-target | sentences |",
+             "|---|---|---:|---:|---:|---:|"]
     for d, r in results.items():
+        rate = r.get("off_target")
         lines.append(f"| {d} | {'zero-shot' if d in zero_shot else 'supervised'} | {r['bleu']:.2f} "
-                     f"| {r['chrf']:.2f} | {r['sentences']} |")
+                     f"| {r['chrf']:.2f} | {'-' if rate is None else f'{100 * rate:.1f}%'} | {r['sentences']} |")
     for name, value in summarize(results, zero_shot).items():
         if value is not None:
-            lines.append(f"| avg {name.replace('_', '->' if name != 'zero_shot' else '-')} | | {value:.2f} | | |")
+            lines.append(f"| avg {name.replace('_', '->' if name != 'zero_shot' else '-')} | | {value:.2f} | | | |")
     first = next(iter(results.values()), {})
     lines += ["", f"sacreBLEU signatures: BLEU `{first.get('signature', '')}`, chrF "
               f"`{first.get('chrf_signature', '')}`", ""]
@@ -276,6 +282,11 @@ def main(argv=None):
     directions = (args.directions or options["lang_pairs"]).split(",")
     zero_shot = [d for d in args.zero_shot.split(",") if d]
     results, samples = {}, []
+    # the languages a hypothesis is identified among: every source and target scored
+    languages = sorted({lang for d in directions + zero_shot for lang in d.split("-")})
+    identifiable = off_target.known(languages)
+    if not identifiable:
+        print(f"[evaluate] no off-target rates: langid does not know all of {languages}", flush=True)
     sample_directions = (args.sample_directions.split(",") if args.sample_directions
                          else directions + zero_shot)
     for d in (directions + zero_shot) if args.out else []:
@@ -283,6 +294,8 @@ def main(argv=None):
                                         args.max_tokens, args.post_process, args.subset,
                                         (args.max_len_a, args.max_len_b))
         hypotheses, references = results[d].pop("hypotheses"), results[d].pop("references")
+        if identifiable:
+            results[d].update(off_target.off_target(hypotheses, d.split("-")[1], languages))
         if args.out:
             results[d]["hypotheses"] = write_hypotheses(args.out, d, hypotheses)
         print(f"[evaluate] {d}: BLEU {results[d]['bleu']:.2f} ({results[d]['sentences']} sentences)",

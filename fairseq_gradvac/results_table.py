@@ -82,6 +82,43 @@ def run_folders(runs_dir, at=""):
     return runs
 
 
+def load_off_target(path, at=""):
+    """{direction: off-target rate} of one run folder: bleu.json's, or (scored before it had
+    one) computed from the kept hypotheses among the languages the run scored."""
+    from .evaluate import read_lines
+    from .off_target import known, off_target
+
+    rates = {}
+    for f in _score_files(path, at):
+        with open(f) as fh:
+            scores = json.load(fh)["directions"]
+        languages = sorted({lang for d in scores for lang in d.split("-")})
+        for d, r in scores.items():
+            if "off_target" in r:
+                rates[d] = r["off_target"]
+            elif r.get("hypotheses") and known(languages):
+                lines = read_lines(os.path.join(os.path.dirname(f), r["hypotheses"]))
+                rates[d] = off_target(lines, d.split("-")[1], languages)["off_target"]
+    return {d: r for d, r in rates.items() if r is not None}
+
+
+def off_target_table(rates, zero_shot):
+    """Off-target rates in %, mean ± std over seeds: each zero-shot direction, their average,
+    and the supervised directions' average."""
+    present = _present(rates)
+    zero = [d for d in zero_shot if d in present]
+    supervised = sorted(present - set(zero_shot))
+    head = zero + (["zero-shot avg"] if zero else []) + (["supervised avg"] if supervised else [])
+    lines = ["| row | T | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
+    for row, sampling in sorted(rates, key=_row_order):
+        seeds = [{d: 100 * v for d, v in s.items()} for s in rates[(row, sampling)]]
+        cells = [_seed_cell(seeds, [d]) for d in zero]
+        cells += [_seed_cell(seeds, zero)] if zero else []
+        cells += [_seed_cell(seeds, supervised)] if supervised else []
+        lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def check_budgets(runs_dir):
     """Refuse a run whose bundle (RUN/run.json) was trained to another budget than
     RUNS_DIR/budget.json's: its scores are not comparable."""
@@ -394,6 +431,12 @@ def main(argv=None):
                   f"## {name}: data imbalance (High / Med / Low resource)", "", imbalance_table(runs, levels)]
         if zero_shot:
             parts += [f"## {name}: zero-shot directions", "", zero_shot_table(runs, zero_shot), ""]
+    rates = {key: [load_off_target(seeds[x], at) for x in sorted(seeds)]
+             for key, seeds in run_folders(a.runs_dir, at).items()}
+    if any(r for seeds in rates.values() for r in seeds):
+        parts += ["## Off-target rate: hypotheses in another language than the target (%)", "",
+                  "Identified by langid among the languages scored (fairseq_gradvac.off_target); "
+                  "empty hypotheses left out.", "", off_target_table(rates, zero_shot), ""]
     tests = significance(a.runs_dir, a.baseline, a.bootstrap, at) if a.bootstrap > 0 else []
     if a.bootstrap > 0:
         parts += [f"## Paired bootstrap against {a.baseline} ({a.bootstrap} resamples, per seed and "

@@ -322,3 +322,9 @@ def test_generate_scores_supervised_and_zero_shot_directions(corpus, gradvac_run
     assert result["zero_shot"] == corpus["zero_shot"]
     table = open(out + ".md").read()
     assert "| fr-cs | zero-shot |" in table and "sacreBLEU signature" in table
+    # the off-target rate, among the languages scored (langid on the tiny corpus's made-up words)
+    for d, r in result["directions"].items():
+        assert r["empty"] + sum(r["languages"].values()) == 20 and set(r["languages"]) <= {"en", "fr", "cs"}
+        non_empty = sum(r["languages"].values())
+        assert r["off_target"] == round((non_empty - r["languages"].get(d[3:], 0)) / non_empty, 4)
+    assert "| off-target |" in table
