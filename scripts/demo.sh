@@ -116,6 +116,10 @@ TRY_INPUT=${TRY_INPUT-Choose Format - Cells and click the Font tab.}
 python3 -m fairseq_gradvac.evaluate --checkpoint "$RUN/checkpoint_best.pt" --try "${LANG_PAIRS%%,*}" \
   ${TRY_INPUT:+--try-input "$TRY_INPUT"} --raw "$RAW" --beam "$BEAM" --max-len-a 1.5 --max-len-b 10 \
   "${SPM[@]}" | tee "$RUN/try.txt"
+FIRST=${LANG_PAIRS%%,*}
+echo "The short way (one sentence per line on stdin):" | tee -a "$RUN/try.txt"
+echo "    echo 'Choose Format - Cells and click the Font tab.' | bash scripts/translate.sh $RUN ${FIRST%-*} ${FIRST#*-}" \
+  | tee -a "$RUN/try.txt"
 now=$(date +%s)
 echo "[demo]     ($((now - step_start)) s)"
 echo "[demo] done in $(( (now - T0) / 60 )) min $(( (now - T0) % 60 )) s"

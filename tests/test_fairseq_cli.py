@@ -4,12 +4,13 @@ import csv
 import os
 import re
 import shutil
+import subprocess
 
 import pytest
 import torch
 
 import tiny_corpus
-from fairseq_runs import load_checkpoint, run_cli, task_args, train, train_args, train_killed_at
+from fairseq_runs import ROOT, load_checkpoint, run_cli, task_args, train, train_args, train_killed_at
 from tolerance import assert_near
 
 METHOD_RUNS = [
@@ -328,3 +329,21 @@ def test_generate_scores_supervised_and_zero_shot_directions(corpus, gradvac_run
         non_empty = sum(r["languages"].values())
         assert r["off_target"] == round((non_empty - r["languages"].get(d[3:], 0)) / non_empty, 4)
     assert "| off-target |" in table
+
+
+def test_translate_reads_stdin_and_answers_as_generate_does(corpus, gradvac_run):
+    """bash scripts/translate.sh RUN en fr: one translation per line typed, the same as
+    fairseq-generate's greedy hypotheses of those sentences with the same length cap."""
+    save, _ = gradvac_run
+    from fairseq_gradvac import evaluate
+
+    checkpoint = os.path.join(save, "checkpoint_best.pt")
+    sources = open(os.path.join(corpus["raw"], "test.en-fr.en")).read().splitlines()[:4]
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "translate.sh"), save, "en", "fr"],
+                          input="\n".join(sources) + "\n\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    options = evaluate.checkpoint_task_options(checkpoint)
+    generated = evaluate.evaluate_direction(checkpoint, options, "en-fr", corpus["raw"], beam=1,
+                                            max_len=(1.5, 10))["hypotheses"][:4]
+    assert proc.stdout.splitlines() == generated
+    assert "| INFO |" not in proc.stderr  # fairseq's log lines are left out

@@ -170,6 +170,10 @@ def test_demo_scores_every_direction_shows_samples_and_a_working_interactive_com
     sample_source = samples.split("- source:", 1)[1].splitlines()[0].strip()
     sample_model = samples.split("  model:", 1)[1].splitlines()[0].strip()
     assert shown_translation.strip() == sample_model
+    short = next(l for l in lines if "scripts/translate.sh" in l)  # the short way, from the repository
+    translated = subprocess.run(short.strip(), shell=True, cwd=ROOT, capture_output=True, text=True)
+    assert translated.returncode == 0 and len(translated.stdout.splitlines()) == 1, translated.stderr[-2000:]
+    assert "▁" not in translated.stdout and translated.stdout.strip()
     example = next(l for l in lines if l.strip().startswith("echo "))
     assert shlex.split(example)[1] == sample_source
     again = subprocess.run(example.strip(), shell=True, cwd="/", capture_output=True, text=True)
