@@ -35,7 +35,7 @@
 #         METHOD_low is METHOD on the data config's LOW directions only (--gradvac-directions)
 #   EXTRA_ROWS [none]  more rows, e.g. "gradvac_whole_model_t5 mgda_t5 gradnorm_t5"
 #   SEEDS ["1 2 3"]  JOBS [2] runs side by side   CURVE_SEEDS [2] baseline seeds of step 2
-#   EVERY [500] validation and checkpoint interval (updates)   CURVE_MAX [4000] the cap
+#   EVERY [500] validation and checkpoint interval (updates)   CURVE_MAX [5000] the cap
 #   TOLERANCE [0.01]   BUDGET  a fixed budget in updates instead of step 2
 #   SIMILARITY_INTERVAL [100]   PROBE_EVERY [2000] (0: no probe)   PROBE_SENTENCES [200]
 #   BEAM [1]   MAX_LEN ["2 20"] hypotheses of at most a * source + b tokens
@@ -51,7 +51,7 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-libreoffice_study} MODEL=${MODEL:-demo_cpu}
 ROWS=${ROWS:-"multilingual_t1 multilingual_t5 pcgrad_all_layer_t5 gradvac_all_layer_t5 gradvac_all_layer_low_t5"}
 ROWS="$ROWS ${EXTRA_ROWS:-}"
-SEEDS=${SEEDS:-"1 2 3"} JOBS=${JOBS:-2} EVERY=${EVERY:-500} CURVE_MAX=${CURVE_MAX:-4000}
+SEEDS=${SEEDS:-"1 2 3"} JOBS=${JOBS:-2} EVERY=${EVERY:-500} CURVE_MAX=${CURVE_MAX:-5000}
 TOLERANCE=${TOLERANCE:-0.01} SIMILARITY_INTERVAL=${SIMILARITY_INTERVAL:-100}
 PROBE_EVERY=${PROBE_EVERY:-2000} PROBE_SENTENCES=${PROBE_SENTENCES:-200} BEAM=${BEAM:-1}
 MAX_LEN=${MAX_LEN:-"2 20"} BOOTSTRAP=${BOOTSTRAP:-1000} BASELINE=multilingual_t5 COMMIT=${COMMIT:-0}
@@ -261,9 +261,17 @@ if [ $(( HALF % EVERY )) -ne 0 ]; then
   exit 2
 fi
 
-# 3. every row and seed, JOBS at a time
+# 3. every row and seed, JOBS at a time; the runs furthest along first (the learning curve's
+# are trained already), so that a work period ends with as many bundles as it can
+progress() {  # the newest interval checkpoint's update count of a run (0 without one)
+  compgen -G "$RUNS/$1/checkpoint_*_*.pt" > /dev/null || { echo 0; return; }
+  for f in "$RUNS/$1"/checkpoint_*_*.pt; do f=${f##*_}; echo "${f%.pt}"; done | sort -n | tail -1
+}
 ALL=()
-for spec in $ROWS; do for seed in "${SEED_LIST[@]}"; do ALL+=("$spec $seed"); done; done
+while read -r _ spec seed; do ALL+=("$spec $seed"); done < <(
+  i=0; for spec in $ROWS; do for seed in "${SEED_LIST[@]}"; do
+    printf '%s %s %s %s\n' "$(progress "${spec}_seed$seed")" $((i++)) "$spec" "$seed"
+  done; done | sort -k1,1nr -k2,2n | cut -d' ' -f2-)
 worker() {
   local job
   for job in "${ALL[@]}"; do
