@@ -16,11 +16,11 @@ GRANULARITIES = ("whole_model", "enc_dec", "all_layer", "all_matrix")
 
 # Entries per block of the Gram computation: K x 4096 fp32 is 128 KiB at K = 8 (in L2).
 GRAM_BLOCK = 4096
-# fp16/bf16 rows, and rows of many tasks, are read in pieces of at most 1/PIECE of the range's
-# columns (the fp32 copy of a piece, and its per-block K x K products, K^2 / GRAM_BLOCK per
-# column, which at K = 200 would be ten times the rows' columns): the extra memory of the
-# combination stays a small fixed fraction of P whatever K and the groups.
-PIECE = 128
+# fp16/bf16 rows, and rows of more than 16 tasks, are read in pieces of L/PIECE entries (K rows
+# x L/(PIECE K) columns of a range of L columns): the fp32 copy of a piece, and its per-block
+# K x K products (K^2 / GRAM_BLOCK per column: ten times the columns at K = 200) stay a small
+# fixed fraction of P whatever K and the groups; the price is PIECE x K pieces per pass.
+PIECE = 64
 
 _LAYER = re.compile(r"^(?:.*\.)?((?:encoder|decoder)\.layers\.\d+)\.")
 
@@ -274,7 +274,7 @@ class ParameterGroups:
         dimension that the CPU BLAS runs at half the memory bandwidth; blocks of K x 4096
         stay in cache, give every thread its own blocks, and sum in a pairwise-like order
         (more accurate in fp32 too). fp16/bf16 rows, and rows of more than 16 tasks, go
-        piece by piece, at most 1/PIECE of the columns at a time.
+        piece by piece, L/PIECE entries at a time.
         """
         start, stop = self._columns(grads, start)
         k, dtype = grads.shape[0], math_dtype(grads.dtype)
