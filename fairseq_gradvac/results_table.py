@@ -199,17 +199,18 @@ def table1(runs, langs, zero_shot, expected=()):
     head = (en_any and en_any + ["En->Any avg"]) + (any_en and any_en + ["Any->En avg"])
     head += zero_shot and ["zero-shot avg"]
     lines = ["| row | T | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
-    for row, sampling in sorted(runs, key=_row_order):
-        seeds = runs[(row, sampling)]
-        cells = []
-        for side in (en_any, any_en):
-            if side:
-                cells += [_seed_cell(seeds, [d]) for d in side] + [_seed_cell(seeds, side)]
-        if zero_shot:
-            cells.append(_seed_cell(seeds, zero_shot))
+    for row, sampling in sorted(set(runs) | set(expected), key=_row_order):  # the paper's order
+        seeds = runs.get((row, sampling))
+        if seeds is None:
+            cells = ["missing"] * len(head)
+        else:
+            cells = []
+            for side in (en_any, any_en):
+                if side:
+                    cells += [_seed_cell(seeds, [d]) for d in side] + [_seed_cell(seeds, side)]
+            if zero_shot:
+                cells.append(_seed_cell(seeds, zero_shot))
         lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
-    for row, sampling in sorted(set(expected) - set(runs), key=_row_order):
-        lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(["missing"] * len(head)) + " |")
     seeds_used = sorted({len(v) for v in runs.values()})
     lines.append("")
     lines.append(f"Seeds per row: {', '.join(map(str, seeds_used))}; with several, cells show "

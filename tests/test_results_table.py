@@ -158,6 +158,11 @@ def test_a_cell_says_on_how_many_seeds_it_rests_and_missing_runs_are_marked(tmp_
     line = next(l for l in table.splitlines() if l.startswith("| (2) Multilingual | 5 |"))
     assert "| 11.00 ±1.41 |" in line and "| 2.00 (n=1) |" in line  # en-fr on 2 seeds, en-hi on 1
     assert "| (9) GradVac w. all_layer | 5 | missing | missing | missing |" in table
+    rows = [l.split("|")[1].strip() for l in table.splitlines() if l.startswith("| (")]
+    assert rows == ["(2) Multilingual", "(9) GradVac w. all_layer"]  # missing rows in the paper's order too
+    table = results_table.table1(runs, ["fr", "hi"], [], expected=[("bilingual", "t5"), ("multilingual", "t5")])
+    assert [l.split("|")[1].strip() for l in table.splitlines() if l.startswith("| (")] == [
+        "(1) Bilingual", "(2) Multilingual"]
     assert results_table.missing_runs(tmp_path, ["multilingual_t5", "gradvac_all_layer_t5"], [1, 2]) == [
         "gradvac_all_layer_t5_seed1", "gradvac_all_layer_t5_seed2"]
     results_table.main([str(tmp_path), "--expect", "multilingual_t5,gradvac_all_layer_t5", "--seeds", "1,2",
