@@ -243,6 +243,11 @@ class ParameterGroups:
         k = grads.shape[0]
         if grads.dtype == math_dtype(grads.dtype) and k * k * 16 <= GRAM_BLOCK:
             return None
+        return ParameterGroups._piece_entries(start, stop)
+
+    @staticmethod
+    def _piece_entries(start: int, stop: int) -> int:
+        """Entries of one piece of columns [start, stop): L/PIECE, at least one block."""
         return max((stop - start) // PIECE, GRAM_BLOCK)
 
     def _gram_pieces(self, seg, dst, run, dtype, limit):
@@ -321,7 +326,7 @@ class ParameterGroups:
             out = torch.empty(stop - start, dtype=grads.dtype, device=grads.device)
         weights = weights.to(grads.device)
         low = grads.dtype != dtype or out.dtype != dtype
-        limit = max((stop - start) // PIECE, GRAM_BLOCK)
+        limit = self._piece_entries(start, stop)
         for run in self._runs(start, stop):
             seg = grads[:, run.start : run.start + run.count * run.size].reshape(k, run.count, run.size)
             w = weights[run.first : run.first + run.count].unsqueeze(1).to(dtype)
