@@ -1,9 +1,10 @@
 """Gradient combination in pure PyTorch (no fairseq import): GradVac and its baselines."""
-from .combiner import Combiner, StepReport, SumCombiner, available_combiners, build_combiner
+from .combiner import Combiner, StepReport, available_combiners, build_combiner, combiner_class
 from .gradnorm import GradNorm
 from .gradvac import GradVac, PCGrad, vaccinate, visit_order
 from .groups import GRANULARITIES, ParameterGroups
 from .mgda import MGDA, min_norm_weights
+from .sum import SumCombiner
 
 __all__ = [
     "Combiner", "StepReport", "SumCombiner", "GradVac", "PCGrad", "MGDA", "GradNorm",

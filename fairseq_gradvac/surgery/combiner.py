@@ -13,6 +13,7 @@ phases that the distributed exchange can run on different data:
 ``combine(grads, ...)`` runs both on one worker. The state is keyed by task NAME, so a task
 missing from a step keeps its state and tasks may come and go.
 """
+import argparse
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -38,13 +39,18 @@ def available_combiners() -> List[str]:
     return sorted(_REGISTRY)
 
 
-def build_combiner(name: str, **kwargs) -> "Combiner":
-    """Build a combiner by its registered name (``sum``, ``pcgrad``, ``gradvac``, ...)."""
+def combiner_class(name: str):
+    """The class registered as ``name`` (``sum``, ``pcgrad``, ``gradvac``, ...)."""
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown gradient combiner {name!r}; choose one of {', '.join(available_combiners())}"
         )
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+def build_combiner(name: str, **kwargs) -> "Combiner":
+    """Build a combiner by its registered name, with its constructor's arguments."""
+    return combiner_class(name)(**kwargs)
 
 
 @dataclass
@@ -75,6 +81,21 @@ class Combiner:
 
     name = "base"
     needs_gram = True  # False: weigh() ignores the Gram matrices (may be given None)
+    # True: the method weighs the per-task mean losses (per token), and scales the update
+    # for fairseq's division by the batch's tokens (not its sentences: --sentence-avg)
+    mean_losses = False
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """This method's command-line options (fairseq's style); none by default."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, directions: List[str]) -> "Combiner":
+        """The combiner for a run with these options and training directions."""
+        return cls()
+
+    def check_groups(self, groups: ParameterGroups) -> None:
+        """Refuse, at start-up, a model this combiner cannot work on (nothing by default)."""
 
     def __init__(self):
         self.task_names: List[str] = []
@@ -212,18 +233,3 @@ def token_counts(ntokens: Optional[torch.Tensor], num_tasks: int, like: torch.Te
         return torch.ones(num_tasks, dtype=like.dtype, device=like.device)
     n = ntokens.detach().to(like.device, like.dtype)
     return torch.where(n > 0, n, torch.ones_like(n))
-
-
-@register_combiner("sum")
-class SumCombiner(Combiner):
-    """Plain multilingual training: the update is the sum of the task gradients."""
-
-    needs_gram = False
-
-    def _weigh(self, gram, tasks, groups, step, losses, ntokens):
-        # Any NaN/Inf in the input reaches the sum, which commit() checks. No Gram: the
-        # weights go where the step's token counts are (the rows' device).
-        like = next((t for t in (gram, ntokens, losses) if t is not None), None)
-        device = like.device if like is not None else None
-        self.last_report = StepReport(tasks, groups.names, torch.ones((), dtype=torch.bool, device=device))
-        return torch.ones(len(groups), len(tasks), device=device)

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from .combiner import Combiner, StepReport, register_combiner, token_counts
+from .options import finite_float
 
 
 @register_combiner("gradnorm")
@@ -41,6 +42,39 @@ class GradNorm(Combiner):
         self.weights = torch.zeros(0)  # rows = task_names
         self.initial_loss = torch.zeros(0)
         self._pending = None  # (rows, new weights, initial losses) of the last weigh()
+
+    mean_losses = True
+
+    @classmethod
+    def add_args(cls, parser):
+        # fmt: off
+        parser.add_argument("--gradnorm-alpha", type=finite_float, default=1.5,
+                            help="GradNorm's asymmetry alpha")
+        parser.add_argument("--gradnorm-lr", type=finite_float, default=0.025,
+                            help="learning rate of GradNorm's task weights")
+        parser.add_argument("--gradnorm-layer", default=None, metavar="NAME",
+                            help="the layer whose gradient norms GradNorm balances: a module or "
+                                 "parameter name, e.g. decoder.layers.0 (default: the last decoder "
+                                 "layer, the last shared layer as in Chen et al.); the weights "
+                                 "apply to the whole gradients whatever --combine-granularity")
+        # fmt: on
+
+    @classmethod
+    def from_args(cls, args, directions):
+        layer = args.gradnorm_layer
+        if layer is None:
+            if getattr(args, "decoder_layers", None) is None:
+                raise ValueError("--gradnorm-layer: this model has no --decoder-layers; "
+                                 "name the layer whose gradient norms GradNorm balances")
+            layer = f"decoder.layers.{args.decoder_layers - 1}"
+        return cls(alpha=args.gradnorm_alpha, lr=args.gradnorm_lr, layer=layer)
+
+    def check_groups(self, groups):
+        """The layer GradNorm measures must exist: say so at start-up, not at the first update."""
+        try:
+            self.gram_columns(groups)
+        except ValueError as e:
+            raise ValueError(f"--gradnorm-layer {self.layer}: {e}") from None
 
     def _prepare_state(self, device):
         n = len(self.task_names)

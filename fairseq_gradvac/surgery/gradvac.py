@@ -14,6 +14,7 @@ import torch
 
 from .combiner import Combiner, StepReport, register_combiner
 from .cosine import cosine
+from .options import direction_list, finite_float
 
 # sqrt(1 - phi_hat^2) divides the correction (line 14); a target at +-1 would need an
 # infinite multiple of g_j, and rounding above 1 gives NaN. Targets are clamped to this.
@@ -114,6 +115,38 @@ class GradVac(Combiner):
         self._pending = None  # (rows, new targets) of the last weigh(), until commit()
         self.group_names = None
         self.group_sizes = None
+
+    @classmethod
+    def add_args(cls, parser):
+        # fmt: off
+        parser.add_argument("--gradvac-beta", type=finite_float, default=1e-2,
+                            help="EMA decay of GradVac's similarity targets (paper: 1e-2)")
+        parser.add_argument("--gradvac-fixed-target", type=finite_float, default=None,
+                            help="use this fixed similarity target instead of the EMA (fixed_obj)")
+        cls._add_directions(parser)
+        # fmt: on
+
+    @staticmethod
+    def _add_directions(parser):
+        parser.add_argument("--gradvac-directions", type=direction_list, default=None, metavar="PAIRS",
+                            help="comma-separated directions GradVac/PCGrad modify (default: all), "
+                                 "e.g. the low-resource ones: en-hi,hi-en")
+
+    @classmethod
+    def from_args(cls, args, directions):
+        return cls(beta=args.gradvac_beta, fixed_target=args.gradvac_fixed_target,
+                   apply_to=cls._chosen(args, directions), seed=args.seed)
+
+    @staticmethod
+    def _chosen(args, directions):
+        chosen = args.gradvac_directions
+        unknown = sorted(set(chosen or ()) - set(directions))
+        if unknown:
+            raise ValueError(
+                f"--gradvac-directions names {', '.join(unknown)}, which are not training "
+                f"directions ({', '.join(directions)})"
+            )
+        return chosen
 
     def _prepare_state(self, groups, device):
         if (self.group_names is not None and self.group_names != groups.names) or (
@@ -224,3 +257,11 @@ class PCGrad(GradVac):
 
     def __init__(self, apply_to: Optional[Iterable[str]] = None, seed: int = 1):
         super().__init__(fixed_target=0.0, apply_to=apply_to, seed=seed)
+
+    @classmethod
+    def add_args(cls, parser):
+        cls._add_directions(parser)
+
+    @classmethod
+    def from_args(cls, args, directions):
+        return cls(apply_to=cls._chosen(args, directions), seed=args.seed)

@@ -122,6 +122,8 @@ class MGDA(Combiner):
     then 0, as MGDA defines it; leave such tasks out.
     """
 
+    mean_losses = True
+
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):
         finite = torch.isfinite(gram).all()
         gram = torch.where(finite, gram, torch.zeros_like(gram))

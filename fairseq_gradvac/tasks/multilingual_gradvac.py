@@ -12,7 +12,6 @@ Data, dictionaries, language tokens, sampling and inference are fairseq's
    gradients are rescaled, clipped and applied; with several workers the rows are summed
    over workers on the way (gradient_exchange.py), with the math of one worker.
 """
-import argparse
 import atexit
 import contextlib
 import logging
@@ -33,7 +32,8 @@ from ..analysis.csv_log import CsvLog
 from ..data.direction_batches import DIRECTION_BATCHING, batch_by_direction
 from ..direction_gradients import DirectionGradients
 from ..gradient_exchange import GradientExchange
-from ..surgery import GRANULARITIES, ParameterGroups, available_combiners, build_combiner
+from ..surgery import GRANULARITIES, ParameterGroups, available_combiners
+from ..surgery.options import add_combiner_args, combiner_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -41,25 +41,6 @@ logger = logging.getLogger(__name__)
 def _destroy_process_group():
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def _directions_option(value):
-    directions = [d.strip() for d in value.split(",") if d.strip()]
-    if not directions:  # an empty list would silently leave every direction unmodified
-        raise argparse.ArgumentTypeError(f"{value!r} names no direction (leave it out for all)")
-    return directions
-
-
-def _finite_option(value):
-    """A float option that refuses nan/inf here, where argparse's error names the option
-    (the combiners refuse them too, but do not know the option's name)."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    return number
 
 
 @register_task("multilingual_gradvac")
@@ -73,26 +54,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         group = parser.add_argument_group("gradient combination (fairseq_gradvac)")
         group.add_argument("--gradient-combiner", default="gradvac", choices=available_combiners(),
                            help="how the per-direction gradients become one update: sum (plain "
-                                "multilingual training), pcgrad, gradvac, mgda or gradnorm")
+                                "multilingual training), gradvac, pcgrad, mgda, gradnorm, or one "
+                                "of TorchJD's methods (docs/methods.md)")
         group.add_argument("--combine-granularity", default="all_layer", choices=GRANULARITIES,
                            help="parameter groups the combiner works on (Table 1 of the paper)")
-        group.add_argument("--gradvac-beta", type=_finite_option, default=1e-2,
-                           help="EMA decay of GradVac's similarity targets (paper: 1e-2)")
-        group.add_argument("--gradvac-fixed-target", type=_finite_option, default=None,
-                           help="use this fixed similarity target instead of the EMA (fixed_obj)")
-        group.add_argument("--gradvac-directions", type=_directions_option, default=None,
-                           metavar="PAIRS",
-                           help="comma-separated directions GradVac/PCGrad modify (default: all), "
-                                "e.g. the low-resource ones: en-hi,hi-en")
-        group.add_argument("--gradnorm-alpha", type=_finite_option, default=1.5,
-                           help="GradNorm's asymmetry alpha")
-        group.add_argument("--gradnorm-lr", type=_finite_option, default=0.025,
-                           help="learning rate of GradNorm's task weights")
-        group.add_argument("--gradnorm-layer", default=None, metavar="NAME",
-                           help="the layer whose gradient norms GradNorm balances: a module or "
-                                "parameter name, e.g. decoder.layers.0 (default: the last decoder "
-                                "layer, the last shared layer as in Chen et al.); the weights "
-                                "apply to the whole gradients whatever --combine-granularity")
+        add_combiner_args(group)
         group.add_argument("--direction-batching", default="split", choices=DIRECTION_BATCHING,
                            help="split: fairseq's mixed minibatches, each split into one batch per "
                                 "direction (K passes of 1/K of the batch; every worker keeps K "
@@ -179,42 +145,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                         f"training direction {pair} names {lang!r}, which is not in the "
                         f"language list ({', '.join(self.langs)})"
                     )
-        chosen = args.gradvac_directions
-        if chosen is not None:
-            unknown = sorted(set(chosen) - set(directions))
-            if unknown:
-                raise ValueError(
-                    f"--gradvac-directions names {', '.join(unknown)}, which are not training "
-                    f"directions ({', '.join(directions)})"
-                )
-        name = args.gradient_combiner
-        if chosen is not None and name not in ("gradvac", "pcgrad"):
-            raise ValueError(f"--gradvac-directions applies to gradvac and pcgrad, not {name}")
-        if args.gradvac_fixed_target is not None and name != "gradvac":
-            raise ValueError(f"--gradvac-fixed-target applies to gradvac, not {name}")
-        if getattr(args, "sentence_avg", False) and name in ("mgda", "gradnorm"):
-            # their update N sum_i alpha_i g_i / n_i has the plain sum's scale only when
-            # fairseq divides it by N tokens; --sentence-avg divides by sentences instead
-            raise ValueError(
-                f"{name} weighs each direction's mean loss per token and scales the update for "
-                f"fairseq's division by the batch's tokens; --sentence-avg divides by sentences: "
-                f"train {name} without --sentence-avg"
-            )
-        if name in ("gradvac", "pcgrad"):
-            kwargs = dict(apply_to=chosen, seed=args.seed)
-            if name == "gradvac":
-                kwargs.update(beta=args.gradvac_beta, fixed_target=args.gradvac_fixed_target)
-        elif name == "gradnorm":
-            layer = args.gradnorm_layer
-            if layer is None:
-                if getattr(args, "decoder_layers", None) is None:
-                    raise ValueError("--gradnorm-layer: this model has no --decoder-layers; "
-                                     "name the layer whose gradient norms GradNorm balances")
-                layer = f"decoder.layers.{args.decoder_layers - 1}"
-            kwargs = dict(alpha=args.gradnorm_alpha, lr=args.gradnorm_lr, layer=layer)
-        else:
-            kwargs = {}
-        return build_combiner(name, **kwargs)
+        return combiner_from_args(args, directions)
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         is_train = self.training and split == getattr(self.args, "train_subset", "train")
@@ -230,13 +161,10 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
     def build_model(self, args, from_checkpoint=False):
         model = super().build_model(args, from_checkpoint)
         self._model = model  # restore_combiner checks a checkpoint's groups against it
-        if self.combiner is not None and self.combiner.name == "gradnorm":
-            # the layer GradNorm measures must exist: say so now, not at the first update
-            groups = ParameterGroups.from_named_parameters(model.named_parameters(), args.combine_granularity)
-            try:
-                self.combiner.gram_columns(groups)
-            except ValueError as e:
-                raise ValueError(f"--gradnorm-layer {self.combiner.layer}: {e}") from None
+        if self.combiner is not None:
+            self.combiner.check_groups(
+                ParameterGroups.from_named_parameters(model.named_parameters(), args.combine_granularity)
+            )
         return model
 
     def _check_files(self, split):
