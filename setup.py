@@ -22,5 +22,10 @@ setup(
         "urielplus",
         "langid",
     ],
-    extras_require={"test": ["pytest", "torchjd"]},
+    # TorchJD's methods (UPGrad, CAGrad, Nash-MTL, ...) and the solvers they call; the tests
+    # compare the engine with TorchJD's aggregators
+    extras_require={
+        "methods": ["torchjd[full]==0.18.0"],
+        "test": ["pytest", "torchjd[full]==0.18.0"],
+    },
 )

@@ -23,6 +23,17 @@ def finite_float(value: str) -> float:
     return number
 
 
+def positive_int(value: str) -> int:
+    """An integer option >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return number
+
+
 def direction_list(value: str) -> List[str]:
     """Comma-separated directions; an empty list would silently select none."""
     directions = [d.strip() for d in value.split(",") if d.strip()]

@@ -1,0 +1,107 @@
+"""Methods whose task weights follow from each group's Gram matrix (TorchJD's Weightings).
+
+TorchJD (Quinton & Rey) maps the Gramian J J^T of a task Jacobian J to weights w, the
+update being J^T w. Here J is, per parameter group k, the per-task mean-loss gradients
+g_ik / n_i: the Gramian is G_k[i, j] / (n_i n_j), from the Gram matrices the engine already
+all-reduces across workers (no new communication, and every worker gets the same weights).
+The combined gradient is
+
+    N sum_i (w_ik / sum_m w_mk) g_ik / n_i,
+
+which fairseq divides by N tokens: a combination of the mean-loss gradients whose weights
+sum to 1, as the plain sum's sum_i (n_i / N) grad(L_i / n_i). The direction is the method's,
+per group; the scale is the plain sum's, so --lr and --clip-norm mean the same for every
+method (K equal gradients give exactly the plain sum: a test). Weights that sum to 0 or less
+(a Pareto-stationary group, where CAGrad answers with zeros) give that group no update.
+A non-finite Gram matrix gives the plain sum, so that the NaN/Inf reaches the trainer, and
+leaves any state untouched.
+
+The solvers run on the host in fp64, group by group (one QP or convex program per group
+and step for UPGrad, DualProj, CAGrad, FairGrad, Nash-MTL: docs/methods.md has their cost).
+"""
+from typing import List, Optional
+
+import torch
+
+from .combiner import Combiner, StepReport, token_counts
+
+EXTRA = 'pip install "fairseq-gradvac[methods]" (or bash scripts/setup.sh)'
+
+
+def torchjd_weighting(name: str, cls: str, **kwargs):
+    """TorchJD's ``torchjd.aggregation.<cls>(**kwargs)``, or an ImportError that names the pip
+    extra: TorchJD and its solvers (quadprog, cvxpy, ...) are optional dependencies."""
+    try:
+        import torchjd.aggregation
+
+        return getattr(torchjd.aggregation, cls)(**kwargs)
+    except ImportError as e:
+        raise ImportError(
+            f"--gradient-combiner {name} needs TorchJD with its solvers ({e}); install them "
+            f"with {EXTRA}"
+        ) from None
+
+
+def gram_factor(gram: torch.Tensor) -> torch.Tensor:
+    """A K x K matrix L with L L^T = gram (PSD part): the rows of a Jacobian with that Gramian,
+    up to a rotation, for the methods TorchJD writes on the Jacobian itself."""
+    lam, v = torch.linalg.eigh(gram)
+    return v * lam.clamp_min(0).sqrt().unsqueeze(0)
+
+
+class GramianWeighting(Combiner):
+    """Base of the methods that weigh the mean-loss gradients from their Gram matrix alone;
+    a subclass gives ``group_weights``, the method's weights for one group."""
+
+    mean_losses = True
+
+    def group_weights(self, gram: torch.Tensor, group: int, rows: List[int]) -> torch.Tensor:
+        """The method's weights [K] for one group's mean-loss Gramian [K, K] (fp64, host);
+        ``rows``: the tasks' state rows (for stateful methods)."""
+        raise NotImplementedError
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        """Weights [num_groups, K] rescaled to sum to 1 per group (0 where they sum to <= 0)."""
+        total = w.sum(-1, keepdim=True)
+        positive = total > 0
+        return torch.where(positive, w / torch.where(positive, total, torch.ones_like(total)), torch.zeros_like(w))
+
+    def prepare(self, rows: List[int], num_groups: int) -> None:
+        """Called once per step before group_weights (stateful methods grow their state)."""
+
+    def _weigh(self, gram, tasks, groups, step, losses, ntokens):
+        rows = self._rows(tasks)
+        n = token_counts(ntokens, len(tasks), gram)
+        finite = torch.isfinite(gram).all()
+        ones = torch.ones(len(groups), len(tasks), dtype=gram.dtype, device=gram.device)
+        if not bool(finite):  # (the solvers need the Gram on the host: a sync anyway)
+            self.last_report = StepReport(tasks, groups.names, finite)
+            return ones
+        self.prepare(rows, len(groups))
+        host = (gram.double() / (n[:, None] * n[None, :]).double()).cpu()
+        w = torch.stack([self.group_weights(host[k], k, rows).double() for k in range(len(groups))])
+        w = self.scale(w).to(gram.device, gram.dtype)
+        self.last_report = StepReport(tasks, groups.names, finite, weights=w)
+        return w * (self._divisor(n) / n)
+
+
+class TorchJDWeighting(GramianWeighting):
+    """A stateless TorchJD ``*Weighting`` applied to each group's Gramian."""
+
+    def __init__(self, weighting):
+        super().__init__()
+        self.weighting = weighting
+
+    def group_weights(self, gram, group, rows):
+        return self.weighting(gram)
+
+    def __repr__(self) -> str:
+        return f"{self.name}({self.weighting!r})"
+
+
+def check_number(method: str, option: str, value: float, low: float, strict: bool, high: Optional[float] = None):
+    """A method's number in its range, or a ValueError that names the option."""
+    above = value > low if strict else value >= low
+    if not (above and (high is None or value <= high)):
+        bound = f"{'>' if strict else '>='} {low}" + ("" if high is None else f" and <= {high}")
+        raise ValueError(f"{option}: {method} needs a number {bound}, got {value}")
