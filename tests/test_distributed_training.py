@@ -102,6 +102,9 @@ def assert_same_run(one_dir, two_dir, rel=1e-5):
     ("gradvac", "whole_model", "split"), ("mgda", "whole_model", "split"), ("gradnorm", "all_layer", "split"),
     ("sum", "all_layer", "single"), ("pcgrad", "all_layer", "single"), ("gradvac", "all_layer", "single"),
     ("mgda", "whole_model", "single"), ("gradnorm", "all_layer", "single"),
+    # TorchJD's solvers (a QP, a cone program, a sequence of convex programs) on the same
+    # all-reduced Gram matrices
+    ("upgrad", "all_layer", "split"), ("cagrad", "all_layer", "split"), ("nash_mtl", "all_layer", "split"),
 ])
 def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, method, granularity, batching):
     # 18 updates: epoch 1 has 18 batches (9 updates), epoch 2 has 17: its last update gives

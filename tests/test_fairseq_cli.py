@@ -173,6 +173,25 @@ def test_single_direction_batches_resume_exactly_inside_an_epoch(corpus, tmp_pat
     _assert_equal_states(resumed["task_state"], expected["task_state"])
 
 
+def test_nash_mtl_resumes_exactly(corpus, tmp_path):
+    """Nash-MTL's state (alpha per direction and group, warm-starting its solver) comes back
+    from the checkpoint: killed after update 18, the same command continues from update 16
+    to the uninterrupted run, bit for bit."""
+    run = ("--max-update", "20", "--save-interval-updates", "4", "--gradient-combiner", "nash_mtl")
+    whole = str(tmp_path / "whole")
+    train(corpus, whole, *run)
+    train_killed_at("update:18", corpus, str(tmp_path / "killed"), *run)
+    proc = train(corpus, str(tmp_path / "killed"), *run)
+    assert "(epoch 2 @ 16 updates)" in proc.stdout + proc.stderr
+    expected = load_checkpoint(os.path.join(whole, "checkpoint_last.pt"))
+    resumed = load_checkpoint(tmp_path / "killed" / "checkpoint_last.pt")
+    for key, value in expected["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    _assert_equal_states(resumed["task_state"], expected["task_state"])
+    assert expected["task_state"]["combiner"]["updates"] == 20
+    assert (expected["task_state"]["combiner"]["alpha"] - 1).abs().max() > 1e-3  # alpha moved
+
+
 @pytest.mark.parametrize("change,message", [
     (("--gradient-combiner", "pcgrad"), "trained with --gradient-combiner gradvac"),
     (("--combine-granularity", "all_matrix"), "parameter groups"),

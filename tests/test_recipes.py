@@ -9,6 +9,7 @@ import pytest
 from fairseq import options
 
 import fairseq_gradvac  # noqa: F401  (registers the task)
+from fairseq_gradvac.surgery import available_combiners
 import tiny_corpus
 from fairseq_runs import ROOT
 
@@ -36,14 +37,29 @@ def _bash(script, *args, env=None):
 
 
 def test_table1_has_every_row():
-    assert METHODS == sorted([
-        "bilingual", "multilingual", "gradnorm", "mgda", "pcgrad", "pcgrad_all_layer",
-        "gradvac_fixed_obj", "gradvac_whole_model", "gradvac_all_layer"])
+    """Table 1's rows, and a config for every other method."""
+    assert METHODS == sorted(TABLE1 + [
+        "upgrad", "dualproj", "cagrad", "imtl_g", "aligned_mtl", "fairgrad", "nash_mtl", "config",
+        "scalarization_low"])
+    assert set(available_combiners()) <= {_combiner_of(m) for m in METHODS}
+
+
+def _combiner_of(method):
+    """The combiner a config is named for: the longest registered name it starts with."""
+    if method in ("bilingual", "multilingual") or method.startswith("scalarization"):
+        return "sum"
+    return max((n for n in available_combiners() if method.startswith(n)), key=len)
     assert MODELS == ["demo_cpu", "small_cpu", "transformer_base"] and SAMPLINGS == ["t1", "t5"]
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("method", METHODS)
+TABLE1 = ["bilingual", "multilingual", "gradnorm", "mgda", "pcgrad", "pcgrad_all_layer",
+          "gradvac_fixed_obj", "gradvac_whole_model", "gradvac_all_layer"]
+
+
+# Table 1's rows with every model; the other methods' configs with one (the model config
+# adds the same options to every method)
+@pytest.mark.parametrize("method,model", [(m, model) for m in METHODS for model in MODELS
+                                          if m in TABLE1 or model == "demo_cpu"])
 def test_every_config_is_a_valid_fairseq_train_command(corpus, method, model):
     proc = _bash("train.sh", corpus["config"], method, "t5", model, "/tmp/unused",
                  env={"DRY_RUN": "1", "MINUTES": "5"})
@@ -55,14 +71,15 @@ def test_every_config_is_a_valid_fairseq_train_command(corpus, method, model):
         args = options.parse_args_and_arch(options.get_training_parser(), cmd[1:])
         assert args.task == "multilingual_gradvac" and args.stop_time_hours == pytest.approx(5 / 60)
         assert args.similarity_interval == 100  # Part I's cosines recorded by default
-        expected = "sum" if method in ("bilingual", "multilingual") else method.split("_")[0]
-        assert args.gradient_combiner == expected
+        assert args.gradient_combiner == _combiner_of(method)
         if method == "gradvac_all_layer":
             assert args.combine_granularity == "all_layer" and args.gradvac_beta == 1e-2
         if method == "gradnorm":  # its weights apply to whole gradients: no granularity to pass
             assert "--combine-granularity" not in cmd
         if method == "gradvac_fixed_obj":
             assert args.gradvac_fixed_target is not None
+        if method == "scalarization_low":
+            assert args.direction_weights == {"en-hi": 2.0, "hi-en": 2.0}
     if method == "bilingual":
         assert [c[c.index("--lang-pairs") + 1] for c in commands] == ["en-fr", "fr-en"]
 

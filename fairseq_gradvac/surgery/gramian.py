@@ -4,7 +4,7 @@ TorchJD (Quinton & Rey) maps the Gramian J J^T of a task Jacobian J to weights w
 update being J^T w. Here J is, per parameter group k, the per-task mean-loss gradients
 g_ik / n_i: the Gramian is G_k[i, j] / (n_i n_j), from the Gram matrices the engine already
 all-reduces across workers (no new communication, and every worker gets the same weights).
-The combined gradient is
+The Gramian is divided by its trace (scale-free: below). The combined gradient is
 
     N sum_i (w_ik / sum_m w_mk) g_ik / n_i,
 
@@ -79,6 +79,12 @@ class GramianWeighting(Combiner):
             return ones
         self.prepare(rows, len(groups))
         host = (gram.double() / (n[:, None] * n[None, :]).double()).cpu()
+        # Each Gramian divided by its trace (TorchJD's own normalization): every method's
+        # direction is independent of G's scale, and so become the solvers' tolerances and
+        # Nash-MTL's state (its alpha scales as 1 / sqrt of G's), whatever the loss scale or
+        # the number of workers (the exchange averages the rows over workers).
+        trace = host.diagonal(dim1=1, dim2=2).sum(-1)
+        host = host / torch.where(trace > 0, trace, torch.ones_like(trace))[:, None, None]
         w = torch.stack([self.group_weights(host[k], k, rows).double() for k in range(len(groups))])
         w = self.scale(w).to(gram.device, gram.dtype)
         self.last_report = StepReport(tasks, groups.names, finite, weights=w)
