@@ -21,6 +21,20 @@ def test_combine_benchmark_prints_every_method():
         assert method in out
 
 
+def test_weigh_benchmark_times_the_k_by_k_part_of_every_method():
+    out = _run("benchmarks/weigh.py", "--quick", "--tasks", "3,5", "--reps", "1", "--threads", "1",
+               "--sum-up-to", "3")
+    from fairseq_gradvac.surgery import available_combiners
+
+    rows = [line.split("|") for line in out.splitlines() if re.match(r"\| \d", line)]
+    for k in ("3", "5"):
+        timed = {r[2].strip(): float(r[3]) for r in rows if r[1].strip() == k}
+        assert set(available_combiners()) <= set(timed)
+        assert all(t >= 0 for t in timed.values()) and timed["nash_mtl"] > 0
+    assert any("plain sum" in r[2] and r[1].strip() == "3" for r in rows)
+    assert not any("plain sum" in r[2] and r[1].strip() == "5" for r in rows)
+
+
 def test_step_overhead_benchmark_times_the_chosen_variants():
     out = _run("benchmarks/step_overhead.py", "--quick", "--variants", "gradvac", "--threads", "1")
     summary = out[out.index("summary"):]
