@@ -198,6 +198,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a small layout (d=256, 3+3 layers, 8k vocabulary)")
     parser.add_argument("--skip", default="", help="comma-separated methods to leave out (torchjd, libmtl)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--combiners", default="", help="comma-separated combiners to time (default: every one)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -229,7 +230,8 @@ def main():
 
         fns = {"sum": lambda: grads.sum(0)}
         # every registered combiner, end to end (GradVac and PCGrad first: the table's ratios)
-        for name in ["gradvac", "pcgrad"] + [n for n in available_combiners() if n not in ("gradvac", "pcgrad")]:
+        chosen = [n for n in args.combiners.split(",") if n] or available_combiners()
+        for name in ["gradvac", "pcgrad"] + [n for n in chosen if n not in ("gradvac", "pcgrad")]:
             combiner = build_combiner(name, **({"beta": args.beta} if name == "gradvac" else {}))
             fns[f"engine {name}"] = lambda c=combiner: run(c)
         reps = {name: args.reps for name in fns}

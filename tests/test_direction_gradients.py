@@ -158,11 +158,13 @@ def test_an_update_the_trainer_dropped_contributes_nothing():
 def test_the_finiteness_check_sees_every_entry_and_no_false_overflow():
     from fairseq_gradvac.surgery.groups import all_finite as _all_finite
 
-    x = torch.full((3 * 1000 + 7,), 60000.0, dtype=torch.float16)  # its fp16 sum would overflow
-    assert _all_finite(x, chunk=1000)
-    for bad in (float("inf"), float("-inf"), float("nan")):
-        y = x.clone()
-        y[-1] = bad  # in the last, short chunk
-        assert not _all_finite(y, chunk=1000)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        x = torch.full((3 * 1000 + 7,), 60000.0, dtype=dtype)  # its fp16 sum would overflow
+        assert _all_finite(x)
+        for where in (0, 1500, -1):
+            for bad in (float("inf"), float("-inf"), float("nan")):
+                y = x.clone()
+                y[where] = bad
+                assert not _all_finite(y), (dtype, where, bad)
     z = torch.full((10,), 3e38)  # fp32 entries whose fp32 sum would overflow
-    assert _all_finite(z, chunk=4) and not _all_finite(torch.tensor([1.0, float("nan")]))
+    assert _all_finite(z) and not _all_finite(torch.tensor([1.0, float("nan")]))
