@@ -243,7 +243,7 @@ def test_a_probe_of_one_update_says_what_it_skipped(tmp_path):
                               "fig1_decoder_xx-en.csv", "fig1_statistics.json", "fig1_statistics.csv",
                               "fig3_encoder_vs_decoder.png",
                               "fig3_encoder_vs_decoder.csv"])
-    for line in ("skipped Figure 1 (encoder, en-xx): fewer than two en-xx directions",
+    for line in ("skipped Figure 1 (encoder, en-xx), Figure 1 (decoder, en-xx): 0 languages besides English",
                  "skipped Figure 2a: no language pair with both",
                  "skipped Figure 3 by layer and over updates, conflicts: no per-layer groups",
                  "skipped losses: no "):
@@ -251,6 +251,27 @@ def test_a_probe_of_one_update_says_what_it_skipped(tmp_path):
     assert "encoder xx-en | mean cosine within/between groups: family -; genus -; script 0.300/0.150 " \
            "(1/2 pairs) p=" in proc.stdout
     assert "encoder xx-en | Mantel, Spearman vs URIEL+ distance (one-sided p, 3 pairs): genetic " in proc.stdout
+
+
+def test_two_languages_draw_no_proximity_figure_and_say_so_once(tmp_path):
+    """The demo's run: en<->{fr,cs}. Two languages give one pair: no clustering, no test with
+    p = nan, one line that says what needs more languages; Figure 3 is still drawn."""
+    pairs = [("fr-en", "cs-en"), ("en-fr", "en-cs"), ("fr-en", "en-fr"), ("cs-en", "en-cs"),
+             ("fr-en", "en-cs"), ("cs-en", "en-fr")]
+    rows = [(u, a, b, g, 0.1 * (i + 1) / u * 100) for u in (100, 200) for i, (a, b) in enumerate(pairs)
+            for g in ("model", "encoder_layers", "decoder_layers")]
+    write_similarity(tmp_path / "similarity.csv", rows)
+    proc = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.figures",
+                           str(tmp_path / "similarity.csv"), "--permutations", "100"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = os.listdir(tmp_path / "figures")
+    assert not [f for f in written if f.startswith(("fig1", "fig2a"))]
+    assert "fig3_encoder_vs_decoder.png" in written
+    skipped = [line for line in proc.stdout.splitlines() if "language proximity needs" in line]
+    assert len(skipped) == 1 and "2 languages besides English (cs, fr)" in skipped[0]
+    assert all(f in skipped[0] for f in ("Figure 1 (encoder, xx-en)", "Figure 1 (decoder, en-xx)", "Figure 2a"))
+    assert "nan" not in proc.stdout and " -;" not in proc.stdout
 
 
 def test_figure2a_from_an_xx_en_and_an_en_xx_model(run, tmp_path):

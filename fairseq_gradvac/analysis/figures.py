@@ -135,8 +135,12 @@ class Report:
         self.skipped.append((figure, reason))
 
     def __str__(self):
+        """The files written, then the figures skipped: one line per reason."""
         lines = [f"[figures] wrote {os.path.join(self.out, n)}" for n in self.written]
-        return "\n".join(lines + [f"[figures] skipped {f}: {r}" for f, r in self.skipped])
+        reasons = {}
+        for figure, reason in self.skipped:
+            reasons.setdefault(reason, []).append(figure)
+        return "\n".join(lines + [f"[figures] skipped {', '.join(f)}: {r}" for r, f in reasons.items()])
 
 
 def _pyplot():
@@ -152,6 +156,16 @@ def _fmt(value):
     return f"{value:.6g}" if math.isfinite(value) else ""
 
 
+# Language proximity (Figure 1's clustering and tests, Figure 2a's paired test) needs at
+# least this many languages besides English: two give one pair, a 2 x 2 matrix and p = nan.
+MIN_LANGUAGES = 3
+
+
+def too_few_languages(codes):
+    return (f"{len(codes)} language{'s' if len(codes) != 1 else ''} besides English "
+            f"({', '.join(codes)}); language proximity needs at least {MIN_LANGUAGES}")
+
+
 def figure1(series, report, permutations, seed, max_checkpoints=12):
     """Clustered matrices with their dendrograms; returns the proximity statistics of each
     matrix over all updates and, when at most ``max_checkpoints`` updates were recorded
@@ -165,8 +179,8 @@ def figure1(series, report, permutations, seed, max_checkpoints=12):
         updates = _updates(series, group)
         for kind in KINDS:
             codes, matrix = language_matrix(means, kind)
-            if len(codes) < 2:
-                report.skip(f"Figure 1 ({side}, {kind})", f"fewer than two {kind} directions")
+            if len(codes) < MIN_LANGUAGES:
+                report.skip(f"Figure 1 ({side}, {kind})", too_few_languages(codes))
                 continue
             tree, order = cluster(matrix)
             codes, matrix = [codes[i] for i in order], matrix[np.ix_(order, order)]
@@ -181,7 +195,7 @@ def figure1(series, report, permutations, seed, max_checkpoints=12):
                 for update in updates:
                     at = pair_means(only_updates(series, update, update), group)
                     at_codes, at_matrix = language_matrix(at, kind)
-                    if len(at_codes) >= 2:
+                    if len(at_codes) >= MIN_LANGUAGES:
                         statistics[f"{side} {kind}, update {update}"] = proximity_statistics(
                             at_matrix, at_codes, permutations, seed)
             elif len(updates) > max_checkpoints:
@@ -342,6 +356,10 @@ def figure2a(series, report):
     panels = [(g, rows) for g, rows in panels if rows]
     if not panels:
         report.skip("Figure 2a", "no language pair with both cos(x-en, y-en) and cos(en-x, en-y)")
+        return []
+    languages = sorted({lang for _, rows in panels for x, y, _, _ in rows for lang in (x, y)})
+    if len(languages) < MIN_LANGUAGES:  # one language pair: no scatter, no test
+        report.skip("Figure 2a", too_few_languages(languages))
         return []
     report.csv("fig2a_xx-en_vs_en-xx.csv", ["group", "x", "y", "cos_xx_en", "cos_en_xx"],
                [(g, x, y, _fmt(a), _fmt(b)) for g, rows in panels for x, y, a, b in rows])
@@ -571,7 +589,9 @@ def draw(path, out, permutations=10000, seed=0, updates=None):
             series = only_updates(series, *updates)
             if not series:
                 raise SystemExit(f"{similarity} has no rows of updates {updates[0]}-{updates[1]}")
-        print(summarize_statistics(figure1(series, report, permutations, seed)))
+        statistics = figure1(series, report, permutations, seed)
+        if statistics:
+            print(summarize_statistics(statistics))
         tests = figure2a(series, report)
         if tests:
             print(summarize_paired_tests(tests))
