@@ -93,7 +93,10 @@ def assert_same_run(one_dir, two_dir, rel=1e-5):
     assert a["task_names"] == b["task_names"]
     for key, value in a.items():
         if isinstance(value, torch.Tensor):
-            torch.testing.assert_close(b[key], value, rtol=0, atol=1e-6, msg=lambda m: f"{key}: {m}")
+            # 1e-6 of the state's own scale, at least 1 (targets, weights): Nash-MTL's alpha
+            # is of size 5 and moved 1.4e-6 under the AVX2 kernels
+            atol = 1e-6 * max(1.0, value.abs().max().item())
+            torch.testing.assert_close(b[key], value, rtol=0, atol=atol, msg=lambda m: f"{key}: {m}")
     return one, two
 
 
