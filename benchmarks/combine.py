@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fairseq_gradvac.surgery import ParameterGroups, available_combiners, build_combiner  # noqa: E402
+from fairseq_gradvac.surgery.groups import all_finite  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,6 +200,9 @@ def main():
     parser.add_argument("--skip", default="", help="comma-separated methods to leave out (torchjd, libmtl)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--combiners", default="", help="comma-separated combiners to time (default: every one)")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time the engine's parts alone: the Gram matrices, the weighted sum "
+                             "(into a fresh P-vector and into an existing one) and the finiteness check")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,6 +238,13 @@ def main():
         for name in ["gradvac", "pcgrad"] + [n for n in chosen if n not in ("gradvac", "pcgrad")]:
             combiner = build_combiner(name, **({"beta": args.beta} if name == "gradvac" else {}))
             fns[f"engine {name}"] = lambda c=combiner: run(c)
+        if args.parts:
+            weights = torch.rand(len(groups), k, device=device)
+            buffer = torch.empty(groups.numel, dtype=grads.dtype, device=device)
+            fns["part: gram matrices"] = lambda: groups.gram(grads)
+            fns["part: weighted sum, fresh P-vector"] = lambda: groups.weighted_sum(grads, weights)
+            fns["part: weighted sum, existing P-vector"] = lambda: groups.weighted_sum(grads, weights, out=buffer)
+            fns["part: finiteness check of a P-vector"] = lambda: all_finite(buffer)
         reps = {name: args.reps for name in fns}
         if "torchjd" not in skip:
             fns["torchjd gradvac per group"] = lambda f=torchjd_group_by_group(groups, args.beta): f(grads)

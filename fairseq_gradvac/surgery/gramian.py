@@ -17,9 +17,9 @@ A non-finite Gram matrix gives the plain sum, so that the NaN/Inf reaches the tr
 leaves any state untouched.
 
 The solvers run on the host in fp64, group by group (one QP or convex program per group
-and step for UPGrad, DualProj, CAGrad, FairGrad, Nash-MTL: docs/methods.md has their cost).
+and step for UPGrad, DualProj, CAGrad, FairGrad, Nash-MTL: docs/methods/README.md has their cost).
 """
-from typing import List, Optional
+from typing import List
 
 import torch
 
@@ -73,10 +73,9 @@ class GramianWeighting(Combiner):
         rows = self._rows(tasks)
         n = token_counts(ntokens, len(tasks), gram)
         finite = torch.isfinite(gram).all()
-        ones = torch.ones(len(groups), len(tasks), dtype=gram.dtype, device=gram.device)
         if not bool(finite):  # (the solvers need the Gram on the host: a sync anyway)
             self.last_report = StepReport(tasks, groups.names, finite)
-            return ones
+            return torch.ones(len(groups), len(tasks), dtype=gram.dtype, device=gram.device)
         self.prepare(rows, len(groups))
         host = (gram.double() / (n[:, None] * n[None, :]).double()).cpu()
         # Each Gramian divided by its trace (TorchJD's own normalization): every method's
@@ -105,9 +104,8 @@ class TorchJDWeighting(GramianWeighting):
         return f"{self.name}({self.weighting!r})"
 
 
-def check_number(method: str, option: str, value: float, low: float, strict: bool, high: Optional[float] = None):
-    """A method's number in its range, or a ValueError that names the option."""
-    above = value > low if strict else value >= low
-    if not (above and (high is None or value <= high)):
-        bound = f"{'>' if strict else '>='} {low}" + ("" if high is None else f" and <= {high}")
-        raise ValueError(f"{option}: {method} needs a number {bound}, got {value}")
+def check_number(method: str, option: str, value: float, low: float, strict: bool):
+    """A method's number above ``low`` (or at it, unless ``strict``), or a ValueError that
+    names the option."""
+    if not (value > low if strict else value >= low):
+        raise ValueError(f"{option}: {method} needs a number {'>' if strict else '>='} {low}, got {value}")

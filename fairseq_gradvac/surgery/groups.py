@@ -54,8 +54,8 @@ def math_dtype(dtype: torch.dtype) -> torch.dtype:
 def all_finite(x: torch.Tensor) -> torch.Tensor:
     """Whether every entry of ``x`` is finite: its min and max are (NaN propagates through
     both, and an infinity is one of them). One pass, no temporary, no sum that could
-    overflow (an ``isfinite`` mask of 60M entries cost 1.5 plain sums, fp64 sums of chunks
-    1.8: ``aminmax`` is 0.1, benchmarks/combine.py)."""
+    overflow (an ``isfinite`` mask is a temporary the size of ``x``, and fp64 sums of its
+    chunks were slower than a plain sum of K rows: ``benchmarks/combine.py --parts``)."""
     low, high = x.aminmax()
     return torch.isfinite(low) & torch.isfinite(high)
 
