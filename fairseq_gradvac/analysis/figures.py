@@ -140,7 +140,17 @@ class Report:
         reasons = {}
         for figure, reason in self.skipped:
             reasons.setdefault(reason, []).append(figure)
-        return "\n".join(lines + [f"[figures] skipped {', '.join(f)}: {r}" for r, f in reasons.items()])
+        return "\n".join(lines + [f"[figures] skipped {_names(f)}: {r}" for r, f in reasons.items()])
+
+
+def _names(figures):
+    """'Figure 1 (encoder, xx-en)', 'Figure 1 (decoder, en-xx)' -> 'Figure 1 (encoder, xx-en;
+    decoder, en-xx)': one line per reason stays short at 4 matrices."""
+    details = {}
+    for figure in figures:
+        base, _, detail = figure.partition(" (")
+        details.setdefault(base, []).append(detail[:-1] if detail else "")
+    return ", ".join(f"{b} ({'; '.join(d)})" if any(d) else b for b, d in details.items())
 
 
 def _pyplot():
@@ -163,7 +173,7 @@ MIN_LANGUAGES = 3
 
 def too_few_languages(codes):
     return (f"{len(codes)} language{'s' if len(codes) != 1 else ''} besides English "
-            f"({', '.join(codes)}); language proximity needs at least {MIN_LANGUAGES}")
+            f"({', '.join(codes)}); proximity needs {MIN_LANGUAGES} or more")
 
 
 def figure1(series, report, permutations, seed, max_checkpoints=12):
