@@ -1,11 +1,12 @@
 """Time the gradient combiners on a transformer-base parameter layout.
 
 One run prints, per granularity, side by side:
-  sum            ONE plain sum of the K gradients, grads.sum(0) (what plain multilingual
-                 training pays to form its update)
+  sum            ONE plain sum of the K gradients into an existing P-vector (what plain
+                 multilingual training pays to form its update in its .grad tensors);
+                 "sum, fresh P-vector" is grads.sum(0), which also touches new pages
   engine         this project's GradVac and PCGrad (fairseq_gradvac.surgery), end to end
                  through Combiner.combine (Gram matrices, Algorithm 1 for all groups at
-                 once, weighted sum)
+                 once, weighted sum into an existing P-vector, as in training)
   torchjd        torchjd's GradVac applied group by group, its grouping recipe: a Python
                  loop over groups, Gram matrix of the group, GradVacWeighting (one per
                  group, keeping its EMA), weighted sum of the group's gradients
@@ -228,11 +229,16 @@ def main():
         step = [0]
         losses = torch.linspace(2.0, 4.0, k, device=device)  # (GradNorm's loss ratios)
 
+        # The engine writes each update into a vector it keeps, as the training path does and
+        # as stock fairseq accumulates into its .grad tensors; so does the plain sum it is
+        # compared with. A fresh P-vector (first touch of its pages) is timed beside it.
+        kept, summed = (torch.empty(groups.numel, dtype=grads.dtype, device=device) for _ in range(2))
+
         def run(combiner):
             step[0] += 1
-            return combiner.combine(grads, tasks, groups, step[0], losses=losses)
+            return combiner.combine(grads, tasks, groups, step[0], losses=losses, out=kept)
 
-        fns = {"sum": lambda: grads.sum(0)}
+        fns = {"sum": lambda: torch.sum(grads, 0, out=summed), "sum, fresh P-vector": lambda: grads.sum(0)}
         # every registered combiner, end to end (GradVac and PCGrad first: the table's ratios)
         chosen = [n for n in args.combiners.split(",") if n] or available_combiners()
         for name in ["gradvac", "pcgrad"] + [n for n in chosen if n not in ("gradvac", "pcgrad")]:
@@ -240,11 +246,10 @@ def main():
             fns[f"engine {name}"] = lambda c=combiner: run(c)
         if args.parts:
             weights = torch.rand(len(groups), k, device=device)
-            buffer = torch.empty(groups.numel, dtype=grads.dtype, device=device)
             fns["part: gram matrices"] = lambda: groups.gram(grads)
             fns["part: weighted sum, fresh P-vector"] = lambda: groups.weighted_sum(grads, weights)
-            fns["part: weighted sum, existing P-vector"] = lambda: groups.weighted_sum(grads, weights, out=buffer)
-            fns["part: finiteness check of a P-vector"] = lambda: all_finite(buffer)
+            fns["part: weighted sum, existing P-vector"] = lambda: groups.weighted_sum(grads, weights, out=kept)
+            fns["part: finiteness check of a P-vector"] = lambda: all_finite(kept)
         reps = {name: args.reps for name in fns}
         if "torchjd" not in skip:
             fns["torchjd gradvac per group"] = lambda f=torchjd_group_by_group(groups, args.beta): f(grads)

@@ -52,6 +52,7 @@ class DirectionGradients:
         self.device = params[0].device
         padded = self.exchange.padded_numel(groups.numel)
         self.buffer = torch.zeros(rows, padded, dtype=params[0].dtype, device=self.device)
+        self._update: Optional[torch.Tensor] = None  # combine()'s output, made once
         self._row_views = [groups.param_views(self.buffer[r, : groups.numel]) for r in range(rows)]
         # Parameters that some backward pass reached in this update: the others keep
         # .grad None, as in stock fairseq (Adam does not move them).
@@ -163,8 +164,12 @@ class DirectionGradients:
         k = len(present)
         position = {d: i for i, d in enumerate(present)}
         start, stop = exchange.columns(self.buffer.shape[1], p)
-        # the update; with several workers first the receive buffer of the exchange
-        combined = torch.empty(self.buffer.shape[1], dtype=self.buffer.dtype, device=self.device)
+        # the update; with several workers first the receive buffer of the exchange. Kept
+        # from update to update like stock fairseq's .grad: a fresh P-vector's first touch
+        # of its pages costs most of a plain sum (benchmarks/combine.py --parts)
+        if self._update is None:
+            self._update = torch.empty(self.buffer.shape[1], dtype=self.buffer.dtype, device=self.device)
+        combined = self._update
         if exchange.distributed:  # [k, padded / N]: present direction i's summed slice
             rows = exchange.sum_rows(self.buffer, sent, labels, present, combined)[:, : stop - start]
             order = list(range(k))

@@ -17,7 +17,8 @@ def _run(*args):
 def test_combine_benchmark_prints_every_method():
     out = _run("benchmarks/combine.py", "--quick", "--tasks", "3", "--granularities", "all_layer",
                "--reps", "1", "--slow-reps", "1", "--threads", "1", "--parts")
-    for method in ("sum", "engine", "torchjd", "libmtl", "part: gram matrices", "part: weighted sum, existing",
+    for method in ("| sum |", "sum, fresh P-vector", "engine", "torchjd", "libmtl", "part: gram matrices",
+                   "part: weighted sum, existing",
                    "part: finiteness check"):
         assert method in out
 

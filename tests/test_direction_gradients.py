@@ -125,6 +125,26 @@ def test_parameters_no_direction_reached_keep_grad_none():
     assert model["b"].weight.grad is not None
 
 
+def test_the_update_vector_is_kept_and_rewritten_whole_each_update():
+    """combine() writes every update into one P-vector made at the first update (a fresh one
+    each time costs a first touch of its pages); each update is that update's alone."""
+    model = _model()
+    groups, grads = _setup(model)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    kept = None
+    for step, (directions, scale) in enumerate([(["en-fr", "cs-en"], 1.0), (["fr-en"], -3.0)]):
+        model.zero_grad(set_to_none=True)
+        for d in directions:
+            grads.select(d)
+            _backward(model, scale * x)
+            grads.record(d, 1.0, 10)
+        combined = grads.combine(build_combiner("sum"), step=step)
+        kept = combined.data_ptr() if kept is None else kept
+        assert combined.data_ptr() == kept
+        assert model["a"].weight.grad.data_ptr() == kept  # .grad is a view of it
+        assert_near(combined, len(directions) * _expected(model, groups, scale * x))
+
+
 def test_unknown_direction_is_refused():
     _, grads = _setup(_model())
     with pytest.raises(ValueError, match="'de-en' is not a training direction"):

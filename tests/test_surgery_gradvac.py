@@ -205,8 +205,9 @@ def run_against_reference(groups, steps, options, dtype=torch.float64, rtol=1e-6
         tasks = rng.sample(TASKS, rng.randint(2, len(TASKS)))  # present tasks and their order vary
         grads = correlated_grads(gen, len(tasks), groups, dtype)
         expected = algorithm1_step(grads, tasks, groups, ema_ref, step, seed=7, **options)
-        out = engine.combine(grads, tasks, groups, step)
-        assert out.dtype == dtype
+        kept = torch.full((groups.numel,), float("nan"), dtype=dtype) if step % 2 else None
+        out = engine.combine(grads, tasks, groups, step, out=kept)  # a fresh vector, or written into one
+        assert out.dtype == dtype and (kept is None or out is kept)
         scale = expected.abs().max().item()
         assert_near(out.double(), expected, rtol)
         corrections += int(engine.last_report.corrected.sum())
