@@ -41,8 +41,8 @@ def combination_memory(params, k, dtype, granularity, combiner="gradvac"):
     out like transformer base: embeddings (a quarter of P) then 12 equal layers."""
     import torch
 
-    from fairseq_gradvac.direction_gradients import DirectionGradients
-    from fairseq_gradvac.surgery import ParameterGroups, build_combiner
+    from fairseq_gradvac.gradients.direction_gradients import DirectionGradients
+    from fairseq_gradvac.combiners import ParameterGroups, build_combiner
 
     embed = params // 4
     layer = (params - embed) // 12

@@ -4,7 +4,7 @@ One run prints, per granularity, side by side:
   sum            ONE plain sum of the K gradients into an existing P-vector (what plain
                  multilingual training pays to form its update in its .grad tensors);
                  "sum, fresh P-vector" is grads.sum(0), which also touches new pages
-  engine         this project's GradVac and PCGrad (fairseq_gradvac.surgery), end to end
+  engine         this project's GradVac and PCGrad (fairseq_gradvac.combiners), end to end
                  through Combiner.combine (Gram matrices, Algorithm 1 for all groups at
                  once, weighted sum into an existing P-vector, as in training)
   torchjd        torchjd's GradVac applied group by group, its grouping recipe: a Python
@@ -34,8 +34,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fairseq_gradvac.surgery import ParameterGroups, available_combiners, build_combiner  # noqa: E402
-from fairseq_gradvac.surgery.groups import all_finite  # noqa: E402
+from fairseq_gradvac.combiners import ParameterGroups, available_combiners, build_combiner  # noqa: E402
+from fairseq_gradvac.combiners.groups import all_finite  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def measured(fn, held):
     return wrapper
 
 from fairseq.distributed import legacy_distributed_data_parallel as legacy
-from fairseq_gradvac import direction_gradients
+from fairseq_gradvac.gradients import direction_gradients
 DG = direction_gradients.DirectionGradients
 DG.combine = lambda self, *a, _f=DG.combine, **k: measured(
     lambda: _f(self, *a, **k), lambda: self.buffer.numel() * self.buffer.element_size())()

@@ -1,11 +1,11 @@
 """Time MGDA's min-norm solver against Frank-Wolfe, side by side, on batches of groups.
 
-  wolfe         fairseq_gradvac.surgery.mgda.min_norm_weights (Wolfe's algorithm, exact)
+  wolfe         fairseq_gradvac.combiners.mgda.min_norm_weights (Wolfe's algorithm, exact)
   frank-wolfe   Sener & Koltun's Algorithm 2, 100 iterations, all groups at once (the
                 engine's solver before Wolfe's; not exact on a face of the simplex)
 
 Gram matrices of K conflicting gradients of spread norms, a third of the groups in few
-dimensions (tests/test_surgery_baselines.py's hard family). Medians over --reps, the two
+dimensions (tests/unit/combiners/test_baselines.py's hard family). Medians over --reps, the two
 solvers interleaved rep by rep (the machine may be shared).
 
   OMP_NUM_THREADS=1 python benchmarks/min_norm.py
@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fairseq_gradvac.surgery.mgda import min_norm_weights  # noqa: E402
+from fairseq_gradvac.combiners.mgda import min_norm_weights  # noqa: E402
 
 
 def frank_wolfe(gram, iterations=100):

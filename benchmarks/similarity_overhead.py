@@ -38,8 +38,8 @@ import step_overhead  # noqa: E402  (corpus, batches, fairseq's update)
 
 def time_recording(variant, reps, sync):
     """Median ms of one recording's own work on ``variant``'s rows of its last update."""
-    from fairseq_gradvac.analysis.csv_log import CsvLog
-    from fairseq_gradvac.analysis.similarity import COLUMNS, SimilarityRecord
+    from fairseq_gradvac.tasks.csv_log import CsvLog
+    from fairseq_gradvac.gradients.similarity import COLUMNS, SimilarityRecord
 
     grads = variant.task._grads
     rows = grads.buffer[:, : grads.groups.numel]

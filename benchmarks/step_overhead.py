@@ -423,9 +423,9 @@ def profile(size, variants, batches, args, sync):
     """Phase breakdown of stock vs gradvac all_layer, plus an op-level torch.profiler diff."""
     from fairseq.tasks import FairseqTask
 
-    import fairseq_gradvac.surgery.gradvac as gv
-    from fairseq_gradvac.direction_gradients import DirectionGradients
-    from fairseq_gradvac.surgery.groups import ParameterGroups
+    import fairseq_gradvac.combiners.gradvac as gv
+    from fairseq_gradvac.gradients.direction_gradients import DirectionGradients
+    from fairseq_gradvac.combiners.groups import ParameterGroups
 
     stock = next(v for v in variants if v.label == "stock")
     ours = next(v for v in variants if v.label == "gradvac all_layer")

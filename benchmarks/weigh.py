@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.combine import build_model, make_grads  # noqa: E402
-from fairseq_gradvac.surgery import ParameterGroups, available_combiners, build_combiner  # noqa: E402
+from fairseq_gradvac.combiners import ParameterGroups, available_combiners, build_combiner  # noqa: E402
 
 
 def gram_matrices(num_groups: int, k: int, seed: int = 0) -> torch.Tensor:

@@ -98,7 +98,7 @@ fi
 step "4/6 BLEU on the test set ($LANG_PAIRS; zero-shot ${ZERO_SHOT:-none}; greedy) and samples"
 # Samples of the first two trained directions and the first zero-shot one.
 SHOW=$(echo "$LANG_PAIRS" | cut -d, -f1-2)${ZERO_SHOT:+,${ZERO_SHOT%%,*}}
-python3 -m fairseq_gradvac.evaluate --checkpoint "$RUN/checkpoint_best.pt" --directions "$LANG_PAIRS" \
+python3 -m fairseq_gradvac.evaluation.evaluate --checkpoint "$RUN/checkpoint_best.pt" --directions "$LANG_PAIRS" \
   --zero-shot "$ZERO_SHOT" --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" \
   --max-tokens 20000 --max-len-a 1.5 --max-len-b 10 --out "$RUN/bleu" \
   --samples "$SAMPLES" --sample-directions "$SHOW"
@@ -113,7 +113,7 @@ step "6/6 try it yourself"
 SPM=()
 [ "$POST_PROCESS" = sentencepiece ] && SPM=(--spm-model "$DATA_DIR/spm.model")
 TRY_INPUT=${TRY_INPUT-Choose Format - Cells and click the Font tab.}
-python3 -m fairseq_gradvac.evaluate --checkpoint "$RUN/checkpoint_best.pt" --try "${LANG_PAIRS%%,*}" \
+python3 -m fairseq_gradvac.evaluation.evaluate --checkpoint "$RUN/checkpoint_best.pt" --try "${LANG_PAIRS%%,*}" \
   ${TRY_INPUT:+--try-input "$TRY_INPUT"} --raw "$RAW" --beam "$BEAM" --max-len-a 1.5 --max-len-b 10 \
   "${SPM[@]}" | tee "$RUN/try.txt"
 FIRST=${LANG_PAIRS%%,*}

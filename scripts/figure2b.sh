@@ -4,7 +4,7 @@
 # X and seed (ANCHOR + X, plain multilingual training: configs/methods/multilingual.args)
 # recording gradient cosines every SIMILARITY_INTERVAL updates, and the anchor alone (the
 # reference line) per seed, all with the same budget; scores the anchor's BLEU and chrF
-# (fairseq_gradvac.analysis.score) and plots them against the mean cosine of the anchor
+# (fairseq_gradvac.evaluation.score) and plots them against the mean cosine of the anchor
 # with X, with their rank correlation (fairseq_gradvac.analysis.figures --figure2b).
 #
 #   DATA=libreoffice25 TRAIN_ARGS="--max-update 3000" SEEDS="1 2" bash scripts/figure2b.sh
@@ -64,7 +64,7 @@ for seed in $SEEDS; do
       touch "$dir/train.done"
     fi
     if [ ! -f "$dir/scores.json" ]; then
-      python3 -m fairseq_gradvac.analysis.score --checkpoint "$dir/checkpoint_best.pt" --direction "$ANCHOR" \
+      python3 -m fairseq_gradvac.evaluation.score --checkpoint "$dir/checkpoint_best.pt" --direction "$ANCHOR" \
         --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" --out "$dir/scores.json"
     fi
     if [ "$partner" != alone ] && [ ! -f "$dir/probe/similarity.csv" ]; then

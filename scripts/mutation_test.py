@@ -1,16 +1,16 @@
-"""Mutation testing of the engine (fairseq_gradvac/surgery/): does the test suite notice
+"""Mutation testing of the engine (fairseq_gradvac/combiners/): does the test suite notice
 when the code is changed a little? (docs/testing.md)
 
 Each mutant changes one operator or constant of one file: + - * / ** swapped, a comparison
 flipped or made strict/loose, and/or swapped, a `not` or unary minus dropped, an integer
 n -> n + 1, a float x -> 2x (0.0 -> 1.0), True <-> False, and the tensor method pairs
 amin/amax, argmin/argmax, min/max, minimum/maximum, any/all, clamp_min/clamp_max
-swapped. Docstrings and strings are left alone. The mutant runs the surgery tests
+swapped. Docstrings and strings are left alone. The mutant runs the engine's tests
 (pytest -x, the test file of the mutated module first) in a forked child of a process that
 has already imported torch, so that a mutant costs its tests only; a mutant no test kills
 is listed with its line.
 
-    python scripts/mutation_test.py                      # every file of surgery/
+    python scripts/mutation_test.py                      # every file of combiners/
     python scripts/mutation_test.py --files gradnorm.py --out survivors.txt
 """
 import argparse
@@ -24,9 +24,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SURGERY = os.path.join("fairseq_gradvac", "surgery")
-TESTS = ["tests/test_surgery_baselines.py", "tests/test_surgery_gradvac.py", "tests/test_surgery_groups.py"]
-FIRST_TEST = {"gradvac.py": "tests/test_surgery_gradvac.py", "groups.py": "tests/test_surgery_groups.py"}
+ENGINE = os.path.join("fairseq_gradvac", "combiners")
+TESTS = ["tests/unit/combiners/test_baselines.py", "tests/unit/combiners/test_gradvac.py", "tests/unit/combiners/test_groups.py"]
+FIRST_TEST = {"gradvac.py": "tests/unit/combiners/test_gradvac.py", "groups.py": "tests/unit/combiners/test_groups.py"}
 
 BINARY = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.Pow: ast.Mult,
           ast.FloorDiv: ast.Div, ast.Mod: ast.FloorDiv, ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd}
@@ -144,7 +144,7 @@ def run_tests(workdir, tests, timeout):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--files", nargs="*", help="files of surgery/ (default: all)")
+    parser.add_argument("--files", nargs="*", help="files of combiners/ (default: all)")
     parser.add_argument("--out", help="write the surviving mutants here")
     parser.add_argument("--timeout", type=float, default=60, help="seconds per mutant")
     args = parser.parse_args(argv)
@@ -156,14 +156,14 @@ def main(argv=None):
     except ImportError:
         pass
     workdir = tempfile.mkdtemp(prefix="mutation-")
-    for folder in ("fairseq_gradvac", "tests"):
+    for folder in ("fairseq_gradvac", "tests", "benchmarks"):
         shutil.copytree(os.path.join(ROOT, folder), os.path.join(workdir, folder),
                         ignore=shutil.ignore_patterns("__pycache__"))
-    files = args.files or sorted(f for f in os.listdir(os.path.join(ROOT, SURGERY)) if f.endswith(".py"))
+    files = args.files or sorted(f for f in os.listdir(os.path.join(ROOT, ENGINE)) if f.endswith(".py"))
     survivors, counts = [], {"killed": 0, "survived": 0, "timeout": 0}
     try:
         for name in files:
-            path = os.path.join(workdir, SURGERY, name)
+            path = os.path.join(workdir, ENGINE, name)
             original = open(path).read()
             tests = sorted(TESTS, key=lambda t: t != FIRST_TEST.get(name, TESTS[0]))
             with open(path, "w") as f:  # the unparsed original must pass

@@ -27,7 +27,7 @@ if [ -f "$DATA" ]; then source "$DATA"; else source "configs/data/$DATA.sh"; fi
 
 evaluate() {  # evaluate RUN_DIR DIRECTIONS ZERO_SHOT
   [ -f "$1/bleu.json" ] && return
-  python3 -m fairseq_gradvac.evaluate --checkpoint "$1/checkpoint_best.pt" --directions "$2" \
+  python3 -m fairseq_gradvac.evaluation.evaluate --checkpoint "$1/checkpoint_best.pt" --directions "$2" \
     --zero-shot "$3" --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" --out "$1/bleu"
 }
 
@@ -48,6 +48,6 @@ for row in $ROWS; do
     done
   done
 done
-python3 -m fairseq_gradvac.results_table "$RUNS" --high "$HIGH" --med "$MED" --low "$LOW" \
+python3 -m fairseq_gradvac.evaluation.results_table "$RUNS" --high "$HIGH" --med "$MED" --low "$LOW" \
   --zero-shot "$ZERO_SHOT" --out "$RUNS/table1"
 echo "[table1] written to $RUNS/table1.md"

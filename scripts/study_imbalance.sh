@@ -7,7 +7,7 @@
 #
 # Two places: RUNS, the checkpoints of runs in progress, outside the work tree (a machine
 # handed back keeps them; if they are gone, only the runs in flight are lost), and RESULTS,
-# in the repository: one result bundle per finished run (fairseq_gradvac.study_bundle), the
+# in the repository: one result bundle per finished run (fairseq_gradvac.evaluation.study_bundle), the
 # budget and its curve, the data table, the test references and the tables. A run with a
 # bundle is done and skipped; the tables are built from the bundles alone.
 #
@@ -16,7 +16,7 @@
 # 2. budget: the baseline (multilingual T=5, seeds 1..CURVE_SEEDS) trains in steps of EVERY
 #    updates, validated at each, until the mean validation loss of those seeds lowered by
 #    less than TOLERANCE (1%) over the last fifth of training, at two validations in a row
-#    (fairseq_gradvac.budget; candidates are multiples of 2 x EVERY, so half the budget is a
+#    (fairseq_gradvac.evaluation.budget; candidates are multiples of 2 x EVERY, so half the budget is a
 #    kept checkpoint), or until CURVE_MAX, the largest budget the study affords
 #    -> RESULTS/budget.json, RESULTS/curve.csv
 # 3. rows x seeds, JOBS at a time with one thread each: train to the budget (gradient
@@ -24,7 +24,7 @@
 #    budget and at half of it on every direction and the zero-shot ones (BLEU, chrF,
 #    hypotheses), probe the checkpoints at multiples of PROBE_EVERY on the multi-way
 #    validation rows, write the run's bundle -> RESULTS/ROW_seedN (COMMIT=1: and commit it)
-# 4. tables from the bundles: fairseq_gradvac.results_table (missing runs marked) at the
+# 4. tables from the bundles: fairseq_gradvac.evaluation.results_table (missing runs marked) at the
 #    budget and at half -> RESULTS/results.md, results_half.md; what GradVac did
 #    (fairseq_gradvac.analysis.conflicts) -> RESULTS/conflicts/
 #
@@ -152,7 +152,7 @@ train_run() {  # train_run ROW_SAMPLING SEED MAX_UPDATE: train (or resume) to MA
 score() {  # score CHECKPOINT PAIRS ZERO_SHOT OUT
   [ -f "$4.json" ] && return 0
   echo "[study] score $1"
-  python3 -m fairseq_gradvac.evaluate --checkpoint "$1" --directions "$2" --zero-shot "$3" --raw "$RAW" \
+  python3 -m fairseq_gradvac.evaluation.evaluate --checkpoint "$1" --directions "$2" --zero-shot "$3" --raw "$RAW" \
     --post-process "$POST_PROCESS" --beam "$BEAM" --max-len-a "$MAX_LEN_A" --max-len-b "$MAX_LEN_B" \
     --max-tokens 20000 --out "$4" > "$4.log" 2>&1 \
     || { echo "[study] scoring failed: $4.log" >&2; return 1; }
@@ -193,7 +193,7 @@ finish_run() {  # finish_run ROW_SAMPLING SEED: train to the budget, score, prob
       || { echo "[study] probe failed: $dir/probe.log" >&2; return 1; }
     touch "$dir/probe.done"
   fi
-  python3 -m fairseq_gradvac.study_bundle "$dir" "$bundle" --budget "$BUDGET" --half "$HALF" \
+  python3 -m fairseq_gradvac.evaluation.study_bundle "$dir" "$bundle" --budget "$BUDGET" --half "$HALF" \
     --references "$RESULTS/references" --row "$spec" --seed "$seed" --command-file "$dir/command.txt" \
     --commit "$(cat "$dir/commit.txt" 2>/dev/null || echo "$CODE_COMMIT")" || return 1
   commit "study $STUDY: bundle ${spec}_seed$seed (budget $BUDGET)" "$bundle" "$RESULTS/references"
@@ -208,7 +208,7 @@ locked() {  # locked NAME COMMAND...: run COMMAND unless another process holds N
 echo "[study] $DATA_CONFIG, model $MODEL, rows: $ROWS; seeds: $SEEDS; $JOBS side by side, OMP_NUM_THREADS=$OMP_NUM_THREADS; checkpoints in $RUNS, bundles in $RESULTS"
 [ -f "$LANG_DICT" ] || eval "$PREPARE"
 if [ ! -f "$RESULTS/data.json" ]; then
-  python3 -m fairseq_gradvac.sampling_shares "$DATA_BIN" --lang-pairs "$LANG_PAIRS" --temperatures 1,5 \
+  python3 -m fairseq_gradvac.evaluation.sampling_shares "$DATA_BIN" --lang-pairs "$LANG_PAIRS" --temperatures 1,5 \
     --out "$RESULTS/data" 2> /dev/null
   commit "study $STUDY: training rows and sampling shares" "$RESULTS/data.json" "$RESULTS/data.md"
 fi
@@ -233,7 +233,7 @@ else
   budget_check() {
     local logs=() r
     for r in "${CURVE_RUNS[@]}"; do [ -f "$r/train.log" ] || return 1; logs+=("$r/train.log"); done
-    python3 -m fairseq_gradvac.budget "${logs[@]}" --every $((2 * EVERY)) --cap "$CURVE_MAX" \
+    python3 -m fairseq_gradvac.evaluation.budget "${logs[@]}" --every $((2 * EVERY)) --cap "$CURVE_MAX" \
       --tolerance "$TOLERANCE" --out "$RUNS/budget.json" --curve-out "$RUNS/curve.csv"
   }
   until budget_check; do
@@ -289,7 +289,7 @@ for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 EXPECT=$(for spec in $ROWS; do printf '%s,' "$spec"; done)
 for at in full half; do
   out=$RESULTS/results; [ "$at" = half ] && out=$RESULTS/results_half
-  python3 -m fairseq_gradvac.results_table "$RESULTS" --at "$at" --high "$HIGH" --med "$MED" --low "$LOW" \
+  python3 -m fairseq_gradvac.evaluation.results_table "$RESULTS" --at "$at" --high "$HIGH" --med "$MED" --low "$LOW" \
     --zero-shot "$ZERO_SHOT" --baseline "$BASELINE" --bootstrap "$BOOTSTRAP" --expect "${EXPECT%,}" \
     --seeds "${SEEDS// /,}" --out "$out" > /dev/null
 done

@@ -1,8 +1,3 @@
-"""Make the repository root and this folder importable without installing the package."""
-import os
-import sys
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-for path in (os.path.dirname(_HERE), _HERE):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+"""The suite runs from the repository root (``python -m pytest tests``): ``tests`` and its
+helpers import as packages (``from tests.helpers import tiny_corpus``), the plugin from the
+working tree."""

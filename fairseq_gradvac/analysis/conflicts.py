@@ -22,7 +22,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from .figures import _LAYER, _pyplot, read_similarity
+from .plotting import pyplot
+from .records import LAYER, read_similarity
 
 _RUN = re.compile(r"^(?P<key>.+_t\d+)_seed(?P<seed>\d+)$")
 _CORRECTED = re.compile(r"\btrain_inner\b.*?\bcorrected=(?P<share>[0-9.eE+-]+).*?\bnum_updates=(?P<update>\d+)")
@@ -44,7 +45,7 @@ def read_corrected(train_log):
 def layer_cells(path):
     """[(update, pair, layer group, cosine)] of the per-layer groups of a similarity.csv."""
     return [(u, pair, group, c) for (group, pair), values in read_similarity(path).items()
-            if _LAYER.match(group) for u, c in values.items()]
+            if LAYER.match(group) for u, c in values.items()]
 
 
 def _stats(cosines):
@@ -178,7 +179,7 @@ def _csv(out, name, header, rows):
 
 
 def _figure(runs, path):
-    plt = _pyplot()
+    plt = pyplot()
     # the corrected share's panel only where a run has one (GradVac, PCGrad)
     any_corrected = any(s["corrected"] for seeds in runs.values() for s in seeds)
     fig, axes = plt.subplots(2 if any_corrected else 1, 1, figsize=(7, 6 if any_corrected else 3.5),

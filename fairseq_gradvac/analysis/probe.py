@@ -21,9 +21,9 @@ import sys
 
 import torch
 
-from ..surgery import GRANULARITIES, ParameterGroups, build_combiner
-from .csv_log import CsvLog
-from .similarity import COLUMNS, SimilarityGroups
+from ..combiners import GRANULARITIES, ParameterGroups, build_combiner
+from ..tasks.csv_log import CsvLog
+from ..gradients.similarity import COLUMNS, SimilarityGroups
 
 logger = logging.getLogger("fairseq_gradvac.analysis.probe")
 
@@ -44,12 +44,11 @@ def _checkpoint_order(path):
 
 def probe(path, data, split, directions, granularity, max_tokens, max_sentences, dropout, device):
     """The SimilarityRecord of checkpoint ``path`` on ``split``."""
-    import fairseq_gradvac  # noqa: F401  (the task; checkpoints load under torch's weights_only)
-    from fairseq import checkpoint_utils
+    from fairseq import checkpoint_utils  # (wrapped by the package's import: see tasks/fairseq_changes.py)
     from fairseq.data import data_utils
 
     from ..data.direction_batches import direction_of
-    from ..direction_gradients import DirectionGradients
+    from ..gradients.direction_gradients import DirectionGradients
 
     state = checkpoint_utils.load_checkpoint_to_cpu(path)
     overrides = {"dropout": dropout, "attention_dropout": dropout, "activation_dropout": dropout}

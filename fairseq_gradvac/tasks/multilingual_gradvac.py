@@ -7,7 +7,7 @@ Data, dictionaries, language tokens, sampling and inference are fairseq's
    ``--direction-batching single`` batches one direction at a time (data/direction_batches.py),
 2. runs the stock forward/backward once per direction, into that direction's row of a
    buffer of per-direction rows (direction_gradients.py),
-3. combines the rows with the chosen method (surgery/) when the trainer reaches its
+3. combines the rows with the chosen method (combiners/) when the trainer reaches its
    gradient all-reduce point, after the last ``--update-freq`` micro-batch and before the
    gradients are rescaled, clipped and applied; with several workers the rows are summed
    over workers on the way (gradient_exchange.py), with the math of one worker.
@@ -26,14 +26,14 @@ from fairseq.models import BaseFairseqModel
 from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
 
-from .. import checkpoints
-from ..analysis import similarity
-from ..analysis.csv_log import CsvLog
-from ..data.direction_batches import DIRECTION_BATCHING, batch_by_direction
-from ..direction_gradients import DirectionGradients
-from ..gradient_exchange import GradientExchange
-from ..surgery import GRANULARITIES, ParameterGroups, available_combiners
-from ..surgery.options import add_combiner_args, combiner_from_args
+from ..combiners import GRANULARITIES, ParameterGroups, available_combiners
+from ..combiners.options import add_combiner_args, combiner_from_args
+from ..data.direction_batches import DIRECTION_BATCHING
+from ..gradients import similarity
+from ..gradients.direction_gradients import DirectionGradients
+from ..gradients.exchange import GradientExchange
+from . import checkpoints, fairseq_changes
+from .csv_log import CsvLog
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             for key, sub in zip(dataset.keys, dataset.datasets):
                 if len(sub) == 0:
                     raise ValueError(f"training direction {key} has no examples in {split}")
-            batch_by_direction(dataset, self.args.direction_batching)
+            fairseq_changes.by_direction(dataset, self.args.direction_batching)
 
     def build_model(self, args, from_checkpoint=False):
         model = super().build_model(args, from_checkpoint)
@@ -220,11 +220,8 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 similarity.SimilarityGroups(groups, self.args.similarity_granularity), rows=rows,
             )
             self._grads_model = model
-            # The trainer calls model.all_reduce_grads() (through the optimizer) after the
-            # last micro-batch of an update and before rescaling and clipping: the place
-            # where the per-direction gradients become the update (legacy_ddp's own
-            # all-reduce of the summed gradient is replaced).
-            model.all_reduce_grads = lambda: self._combine()
+            # the per-direction gradients become the update where legacy_ddp would all-reduce
+            fairseq_changes.combine_instead_of_all_reduce(model, self._combine)
             logger.info(
                 f"{self.combiner.name} on {len(groups)} parameter groups "
                 f"({self.args.combine_granularity}), {groups.numel:,} parameters "

@@ -1,0 +1,119 @@
+"""The benchmark scripts run end to end (smoke runs; their timings are not checked here)."""
+import os
+import re
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+
+def _run(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_combine_benchmark_prints_every_method():
+    out = _run("benchmarks/combine.py", "--quick", "--tasks", "3", "--granularities", "all_layer",
+               "--reps", "1", "--slow-reps", "1", "--threads", "1", "--parts")
+    for method in ("| sum |", "sum, fresh P-vector", "engine", "torchjd", "libmtl", "part: gram matrices",
+                   "part: weighted sum, existing",
+                   "part: finiteness check"):
+        assert method in out
+
+
+def test_weigh_benchmark_times_the_k_by_k_part_of_every_method():
+    out = _run("benchmarks/weigh.py", "--quick", "--tasks", "3,5", "--reps", "1", "--threads", "1",
+               "--sum-up-to", "3")
+    from fairseq_gradvac.combiners import available_combiners
+
+    rows = [line.split("|") for line in out.splitlines() if re.match(r"\| \d", line)]
+    for k in ("3", "5"):
+        timed = {r[2].strip(): float(r[3]) for r in rows if r[1].strip() == k}
+        assert set(available_combiners()) <= set(timed)
+        assert all(t >= 0 for t in timed.values()) and timed["nash_mtl"] > 0
+    assert any("plain sum" in r[2] and r[1].strip() == "3" for r in rows)
+    assert not any("plain sum" in r[2] and r[1].strip() == "5" for r in rows)
+
+
+def test_step_overhead_benchmark_times_the_chosen_variants():
+    out = _run("benchmarks/step_overhead.py", "--quick", "--variants", "gradvac", "--threads", "1")
+    summary = out[out.index("summary"):]
+    assert "stock" in summary and "gradvac all_layer" in summary and "pcgrad" not in summary
+
+
+def test_step_overhead_benchmark_times_tokens_at_several_numbers_of_directions():
+    out = _run("benchmarks/step_overhead.py", "--quick", "--directions", "4,8", "--threads", "1", "--reps", "1")
+    table = [line.split("|") for line in out[out.index("summary"):].splitlines() if line.startswith("| ")]
+    assert [row[1].strip() for row in table[1:]] == ["4", "8"]  # (after the header)
+    for row in table[1:]:
+        assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[6]) > 0  # ratios of real timings
+
+
+def test_step_overhead_benchmark_refuses_an_unknown_variant():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "benchmarks/step_overhead.py", "--quick", "--variants", "gradvax"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown variants ['gradvax']" in proc.stderr
+
+
+def test_distributed_benchmark_counts_the_exchange():
+    """2 workers on the tiny shape at K = 8 and K = 50: split batches send (K+1)/2 times the
+    bytes of stock legacy_ddp per update, single-direction batches at most 1.05 times, and
+    keep at most (S + K/N + 1) P of gradients, S = 1 (counted at the collectives and read
+    from the allocations, not timed)."""
+    out = _run("benchmarks/distributed.py", "--sizes", "tiny", "--directions", "8", "50", "--workers", "2",
+               "--updates", "4", "--warmup", "1")
+    tables = out.split("K = ")[1:]
+    assert [t.split(",")[0] for t in tables] == ["8", "50"]
+    for k, table in zip((8, 50), tables):
+        rows = {line.split("|")[1].strip(): line.split("|") for line in table.splitlines() if line.startswith("| ")}
+        assert set(rows) == {"variant", "stock", "split", "single"}
+        assert float(rows["stock"][3]) == 1.0 and float(rows["stock"][5]) == 1.0
+        # split: one all-to-all per direction in the batch (nearly all K), and a K x K
+        # statistics all-reduce that grows with K^2
+        rounds = int(rows["split"][8].split("all_to_all_single ")[1].split(",")[0])
+        assert 0.8 * k <= rounds <= k
+        assert (rounds + 1) / 2 - 0.05 <= float(rows["split"][3]) <= (k + 1) / 2 + 0.1
+        assert float(rows["single"][3]) <= 1.05
+        # single: one row, at most 2 summed slices (one per worker) and the update: 3 P
+        # (plus the finiteness check's fp64 chunk, 1/32 P at most), whatever K
+        assert float(rows["single"][5]) <= 3.05
+        assert rows["single"][8].strip().endswith("all_to_all_single 1")
+
+
+def test_similarity_overhead_benchmark_records_and_reports_both_intervals():
+    out = _run("benchmarks/similarity_overhead.py", "--quick", "--threads", "1", "--combiners", "sum",
+               "--reps", "1")
+    summary = out[out.index("summary"):]
+    assert "tiny sum: N=1" in summary and "N=100" in summary
+
+
+def test_min_norm_benchmark_compares_both_solvers():
+    out = _run("benchmarks/min_norm.py", "--cases", "6x4", "--reps", "1")
+    row = next(line for line in out.splitlines() if line.startswith("| 6 | 4 |")).split("|")
+    assert float(row[7]) < 1e-9  # Wolfe's duality gap: exact
+
+
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
+    for c in ("sum", "gradvac"):
+        for b in ("single", "split"):
+            assert re.search(rf"^\| {c} \| amp \| {b} \| ok \| \d+\.\d+ \|", out, re.M), out
+    for step in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5."):
+        assert step in out
+    assert "summary" in out and "engine" in out and "gpu_check: all checks passed" in out
+
+
+def test_allocations_benchmark_prints_fp16_next_to_fp32_within_the_bound():
+    out = _run("benchmarks/allocations.py", "--params", "4000000", "--directions", "8",
+               "--granularities", "whole_model", "--threads", "1")
+    row = next(l for l in out.splitlines() if l.startswith("| whole_model | 8 |"))
+    cells = [float(c.strip().rstrip(" P")) for c in row.split("|")[3:6]]
+    assert all(1.0 <= c <= 1.125 for c in cells), row  # fp32, fp16, bf16: the update vector and a little
+    assert "within the bound" in out
