@@ -69,7 +69,7 @@ class StepReport:
 
     tasks: List[str]
     group_names: List[str]
-    finite: torch.Tensor
+    finite: Optional[torch.Tensor] = None  # (set by Combiner.weigh: the method's own check, if any, and the Gram's)
     phi: Optional[torch.Tensor] = None
     target: Optional[torch.Tensor] = None
     corrected: Optional[torch.Tensor] = None
@@ -100,6 +100,7 @@ class Combiner:
     def __init__(self):
         self.task_names: List[str] = []
         self.last_report: Optional[StepReport] = None
+        self.gram_finite: Optional[torch.Tensor] = None  # this step's, during _weigh
         self._sample_size: Optional[torch.Tensor] = None
 
     def combine(
@@ -163,7 +164,23 @@ class Combiner:
                 f"expected one token count per task, shape [{len(tasks)}], got {tuple(ntokens.shape)}"
             )
         self._sample_size = sample_size
-        return self._weigh(gram, tasks, groups, int(step), losses, ntokens)
+        # The rule for a non-finite Gram, written once for every method: the method sees
+        # zeros (no NaN in its arithmetic or solver; ``self.gram_finite`` tells a method
+        # that would rather not run), and the step is the plain sum (W = 1), so that the
+        # NaN/Inf reaches the trainer, which skips the batch; commit() then keeps the state.
+        finite = torch.isfinite(gram).all() if gram is not None else None
+        self.gram_finite = finite
+        if finite is not None:
+            gram = torch.where(finite, gram, torch.zeros_like(gram))
+        weights = self._weigh(gram, tasks, groups, int(step), losses, ntokens)
+        report = self.last_report
+        if finite is not None:
+            weights = torch.where(finite, weights, torch.ones_like(weights))
+        if report.finite is None:
+            report.finite = finite if finite is not None else torch.ones((), dtype=torch.bool, device=weights.device)
+        elif finite is not None:
+            report.finite = report.finite & finite
+        return weights
 
     def commit(self, finite: torch.Tensor) -> None:
         """Apply the state change of the last weigh() if the combined gradient is finite."""

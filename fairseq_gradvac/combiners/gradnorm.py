@@ -107,10 +107,10 @@ class GradNorm(Combiner):
         # the plain sum.
         w = self.weights[idx]
         w = w * len(tasks) / w.sum()
-        # NaN/Inf anywhere in the input reaches the update (positive, finite weights), so
-        # the trainer sees the overflow and skips the batch; commit() checks the update, so
-        # an overflow outside the measured group leaves the weights alone too (pitfall 6).
-        finite = torch.isfinite(gram).all() & torch.isfinite(losses).all()
+        # A NaN/Inf loss leaves the weights alone (a non-finite Gram: Combiner.weigh's rule);
+        # commit() checks the update, so an overflow outside the measured group leaves them
+        # alone too (pitfall 6).
+        finite = torch.isfinite(losses).all()
         initial = torch.where(torch.isnan(self.initial_loss[idx]), losses, self.initial_loss[idx])
         ratio = losses / initial.clamp_min(torch.finfo(torch.float32).tiny)
         rel = ratio / ratio.mean().clamp_min(torch.finfo(torch.float32).tiny)

@@ -171,8 +171,6 @@ class GradVac(Combiner):
         k, device = len(tasks), gram.device
         rows = self._rows(tasks)
         self._prepare_state(groups, device)
-        finite = torch.isfinite(gram).all()
-        gram = torch.where(finite, gram, torch.zeros_like(gram))  # keep NaN out of the loop
         idx = torch.tensor(rows, device=device)
         if self.fixed_target is None:
             target = self.phi_hat[idx[:, None], idx[None, :]].permute(2, 0, 1).to(gram.dtype)
@@ -189,14 +187,12 @@ class GradVac(Combiner):
         self.last_report = StepReport(
             tasks,
             groups.names,
-            finite,
             phi=similarity.permute(1, 2, 0),
             target=target.permute(1, 2, 0),
             corrected=corrected.permute(1, 2, 0),
         )
-        # Line 19: sum_i g'_ik = sum_m (sum_i C[k, i, m]) g_mk. Non-finite input: plain sum,
-        # so the trainer sees the NaN/Inf and skips the batch.
-        return torch.where(finite, coef.sum(1), torch.ones_like(coef[:, 0]))
+        # Line 19: sum_i g'_ik = sum_m (sum_i C[k, i, m]) g_mk
+        return coef.sum(1)
 
     def _commit(self, finite):
         if self._pending is None:

@@ -13,7 +13,7 @@ sum to 1, as the plain sum's sum_i (n_i / N) grad(L_i / n_i). The direction is t
 per group; the scale is the plain sum's, so --lr and --clip-norm mean the same for every
 method (K equal gradients give exactly the plain sum: a test). Weights that sum to 0 or less
 (a Pareto-stationary group, where CAGrad answers with zeros) give that group no update.
-A non-finite Gram matrix gives the plain sum, so that the NaN/Inf reaches the trainer, and
+A non-finite Gram matrix gives the plain sum (Combiner.weigh's rule: no solver runs), and
 leaves any state untouched.
 
 The solvers run on the host in fp64, group by group (one QP or convex program per group
@@ -72,9 +72,8 @@ class GramianWeighting(Combiner):
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):
         rows = self._rows(tasks)
         n = token_counts(ntokens, len(tasks), gram)
-        finite = torch.isfinite(gram).all()
-        if not bool(finite):  # (the solvers need the Gram on the host: a sync anyway)
-            self.last_report = StepReport(tasks, groups.names, finite)
+        if not bool(self.gram_finite):  # no solver on a zeroed Gram (a host sync: the solvers' anyway)
+            self.last_report = StepReport(tasks, groups.names)
             return torch.ones(len(groups), len(tasks), dtype=gram.dtype, device=gram.device)
         self.prepare(rows, len(groups))
         host = (gram.double() / (n[:, None] * n[None, :]).double()).cpu()
@@ -86,7 +85,7 @@ class GramianWeighting(Combiner):
         host = host / torch.where(trace > 0, trace, torch.ones_like(trace))[:, None, None]
         w = torch.stack([self.group_weights(host[k], k, rows).double() for k in range(len(groups))])
         w = self.scale(w).to(gram.device, gram.dtype)
-        self.last_report = StepReport(tasks, groups.names, finite, weights=w)
+        self.last_report = StepReport(tasks, groups.names, weights=w)
         return w * (self._divisor(n) / n)
 
 

@@ -125,10 +125,7 @@ class MGDA(Combiner):
     mean_losses = True
 
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):
-        finite = torch.isfinite(gram).all()
-        gram = torch.where(finite, gram, torch.zeros_like(gram))
         n = token_counts(ntokens, len(tasks), gram)
         alpha = min_norm_weights(gram / (n[:, None] * n[None, :])).to(gram.dtype)
-        weights = torch.where(finite, alpha * (self._divisor(n) / n), torch.ones_like(alpha))
-        self.last_report = StepReport(tasks, groups.names, finite, weights=alpha)
-        return weights
+        self.last_report = StepReport(tasks, groups.names, weights=alpha)
+        return alpha * (self._divisor(n) / n)

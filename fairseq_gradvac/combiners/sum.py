@@ -46,7 +46,7 @@ class SumCombiner(Combiner):
         # weights go where the step's token counts are (the rows' device).
         like = next((t for t in (gram, ntokens, losses) if t is not None), None)
         device = like.device if like is not None else None
-        self.last_report = StepReport(tasks, groups.names, torch.ones((), dtype=torch.bool, device=device))
+        self.last_report = StepReport(tasks, groups.names)
         if not self.direction_weights:
             return torch.ones(len(groups), len(tasks), device=device)
         w = torch.tensor([self.direction_weights.get(t, 1.0) for t in tasks], device=device)

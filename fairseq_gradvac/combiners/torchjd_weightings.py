@@ -1,7 +1,8 @@
 """The stateless methods TorchJD implements as Gramian weightings, one registration each.
 
 Each maps a group's mean-loss Gramian to task weights with TorchJD's own class; scale,
-per-token normalisation and the non-finite fallback are the adapter's (gramian.py).
+per-token normalisation are the adapter's (gramian.py), the non-finite fallback every
+method's (Combiner.weigh).
 """
 from .combiner import register_combiner
 from .gramian import TorchJDWeighting, check_number, torchjd_weighting
