@@ -2,7 +2,6 @@
 LibreOffice packages (same directory layout, same kind of html and .mo files)."""
 
 import array
-import importlib.util
 import json
 import os
 import struct
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts import prepare_libreoffice as P  # the command line
+from scripts.libreoffice import extract, holdout, languages  # its steps
 from tests.helpers import ROOT
 
 REPO = Path(ROOT)
@@ -25,10 +26,6 @@ WORDS = ("open the file menu and choose save copy close insert table chart cell 
 N_PAGES = 3
 N_PAR = 20  # 5-way paragraphs per page -> 60 multi-way rows
 VALID, TEST = 5, 10
-
-spec = importlib.util.spec_from_file_location("prepare_libreoffice", SCRIPT)
-P = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(P)
 
 
 def english(page, i):
@@ -177,14 +174,14 @@ def prepared(tmp_path_factory):
 
 
 def test_parser_keeps_default_switch_and_skips_nested_and_hidden():
-    p = P._HelpParser()
+    p = extract._HelpParser()
     p.feed('<p id="a">Use <span class="switchinline"><span hidden="true" id="MAC1">Command'
            '</span><span hidden="true" id="default1"><b>Ctrl</b></span></span>+F<br/>now'
            ' &amp; later</p><td id="c"><p id="d">inner text</p></td>'
            '<p id="e">x<script>var y;</script>y</p><p>no id</p>')
     p.close()
     got = dict(p.out)
-    assert P.normalize(got["a"]) == "Use Ctrl+F now & later"
+    assert extract.normalize(got["a"]) == "Use Ctrl+F now & later"
     assert got["d"] == "inner text"
     assert "c" not in got  # the cell only contains another captured paragraph
     assert got["e"] == "xy"
@@ -192,10 +189,10 @@ def test_parser_keeps_default_switch_and_skips_nested_and_hidden():
 
 
 def test_clean_ui_text():
-    assert P.clean_ui_text("_Insert a ~chart") == "Insert a chart"
-    assert P.clean_ui_text("प्रकार (_T)") == "प्रकार"
-    assert P.clean_ui_text("Delete $(ARG1) now") is None
-    assert P.clean_ui_text("About %PRODUCTNAME today") == "About LibreOffice today"
+    assert extract.clean_ui_text("_Insert a ~chart") == "Insert a chart"
+    assert extract.clean_ui_text("प्रकार (_T)") == "प्रकार"
+    assert extract.clean_ui_text("Delete $(ARG1) now") is None
+    assert extract.clean_ui_text("About %PRODUCTNAME today") == "About LibreOffice today"
 
 
 def test_layout_and_sizes(prepared):
@@ -289,11 +286,11 @@ def test_no_heldout_text_in_training_in_any_language(prepared):
     for f in raw.iterdir():
         split, _, lang = f.name.split(".")
         if split in ("valid", "test"):
-            held[lang].update(P.heldout_key(x) for x in read(f))
+            held[lang].update(holdout.heldout_key(x) for x in read(f))
     assert all(len(h) == VALID + TEST for h in held.values())
     for f in raw.glob("train.*"):
         lang = f.name.split(".")[-1]
-        train = {P.heldout_key(x) for x in read(f)}
+        train = {holdout.heldout_key(x) for x in read(f)}
         assert not train & held[lang], (f.name, train & held[lang])
 
 
@@ -341,13 +338,13 @@ def test_default_stamp_unchanged(prepared):
 
 
 def test_language_codes():
-    assert P.ALL_LANGS[:4] == ("fr", "cs", "tr", "hi")
-    assert len(set(P.ALL_LANGS)) == len(P.ALL_LANGS) == len(P.DEBIAN_HELP_PACKAGES)
-    assert all("-" not in l for l in P.ALL_LANGS)  # fairseq splits directions on '-'
-    assert {"zh_cn", "zh_tw", "pt_br", "en_gb", "ja", "de"} <= set(P.ALL_LANGS)
+    assert languages.ALL_LANGS[:4] == ("fr", "cs", "tr", "hi")
+    assert len(set(languages.ALL_LANGS)) == len(languages.ALL_LANGS) == len(languages.DEBIAN_HELP_PACKAGES)
+    assert all("-" not in l for l in languages.ALL_LANGS)  # fairseq splits directions on '-'
+    assert {"zh_cn", "zh_tw", "pt_br", "en_gb", "ja", "de"} <= set(languages.ALL_LANGS)
     assert P.parse_langs("zh-CN, fr,pt_br") == ["zh_cn", "fr", "pt_br"]
-    assert [P.lang_dir(l) for l in ("en", "fr", "zh_cn", "pt_br")] == ["en-US", "fr", "zh-CN", "pt-BR"]
-    assert [P.package_name(l) for l in ("en", "zh_cn", "de")] == ["en-us", "zh-cn", "de"]
+    assert [languages.lang_dir(l) for l in ("en", "fr", "zh_cn", "pt_br")] == ["en-US", "fr", "zh-CN", "pt-BR"]
+    assert [languages.package_name(l) for l in ("en", "zh_cn", "de")] == ["en-us", "zh-cn", "de"]
 
 
 @pytest.fixture(scope="module")
