@@ -1,6 +1,6 @@
 """The stateless methods TorchJD implements as Gramian weightings, one registration each.
 
-Each maps a group's mean-loss Gramian to task weights with TorchJD's own class; scale,
+Each maps a group's mean-loss Gramian to task weights with TorchJD's own class; the scale and
 per-token normalisation are the adapter's (gramian.py), the non-finite fallback every
 method's (Combiner.weigh).
 """

@@ -11,7 +11,7 @@ taken.
 
 The combination sees the directions present on any worker in training order (row order
 and worker count do not change the math): on one worker the rows are read where they
-are; with several, gradient_exchange.py sums each direction's rows over workers, slice by
+are; with several, exchange.py sums each direction's rows over workers, slice by
 slice.
 """
 from typing import List, Optional, Sequence
@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from .similarity import SimilarityGroups, SimilarityRecord
-from .exchange import GradientExchange
+from .exchange import LocalExchange
 from ..combiners import Combiner, ParameterGroups
 from ..combiners.groups import all_finite, math_dtype
 
@@ -29,7 +29,7 @@ class DirectionGradients:
         self,
         groups: ParameterGroups,
         directions: Sequence[str],
-        exchange: Optional[GradientExchange] = None,
+        exchange: Optional[LocalExchange] = None,
         similarity: Optional[SimilarityGroups] = None,
         rows: Optional[int] = None,
     ):
@@ -45,7 +45,7 @@ class DirectionGradients:
         self.groups = groups
         self.directions: List[str] = list(directions)
         self._number = {d: i for i, d in enumerate(self.directions)}
-        self.exchange = exchange or GradientExchange(1, 0)
+        self.exchange = exchange or LocalExchange()
         # The groups whose raw cosines combine(record=True) measures (Part I).
         self.similarity = similarity or SimilarityGroups(groups)
         self.last_record: Optional[SimilarityRecord] = None
@@ -170,12 +170,9 @@ class DirectionGradients:
         if self._update is None:
             self._update = torch.empty(self.buffer.shape[1], dtype=self.buffer.dtype, device=self.device)
         combined = self._update
-        if exchange.distributed:  # [k, padded / N]: present direction i's summed slice
-            rows = exchange.sum_rows(self.buffer, sent, labels, present, combined)[:, : stop - start]
-            order = list(range(k))
-        else:  # the rows where they are: row order[i] is present direction i's
-            rows = self.buffer[: len(self._owner), :p]
-            order = [self._row_of[d] for d in present]
+        # row order[i] of ``rows`` is present direction i's, within this worker's slice
+        rows, order = exchange.present_rows(self.buffer[: len(self._owner)], p, sent, labels, present,
+                                            [self._row_of.get(d) for d in present], combined)  # (None: not on this worker)
 
         def partial_gram(groups, lo, hi, count):
             """The Gram matrices of ``groups`` over columns [lo, hi) within this worker's
@@ -183,8 +180,7 @@ class DirectionGradients:
             lo, hi = max(lo, start), min(hi, stop)
             if lo >= hi:
                 return torch.zeros(count, k, k, dtype=dtype, device=self.device)
-            gram = groups.gram(rows[:, lo - start : hi - start], start=lo)
-            return gram if exchange.distributed else gram[:, order][:, :, order]
+            return groups.gram(rows[:, lo - start : hi - start], start=lo)[:, order][:, :, order]
 
         gram = None
         if combiner.needs_gram:  # the part of the combiner's columns in this worker's slice

@@ -26,25 +26,11 @@ import torch
 import torch.distributed as dist
 
 
-class GradientExchange:
-    """The collectives of one worker among ``world_size`` (torch.distributed; NCCL or gloo).
+class LocalExchange:
+    """One worker: the rows stay where they are, and nothing is sent. The interface every
+    exchange has, so that the combination reads the same for one worker and for N."""
 
-    Each received slice is divided by ``world_size`` before it is added, as fairseq's
-    legacy_ddp divides before its all-reduce (the trainer multiplies the update by
-    world_size / sample_size afterwards): N finite fp16 slices then sum to a finite fp16
-    result wherever stock DDP's does, so the loss scale settles where stock's does.
-    """
-
-    def __init__(self, world_size: int, rank: int, group=None):
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"bad rank {rank} of world size {world_size}")
-        self.world_size = world_size
-        self.rank = rank
-        self.group = group
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
+    world_size, rank, distributed = 1, 0, False
 
     def padded_numel(self, numel: int) -> int:
         """Columns of a row: P rounded up to a multiple of N (equal slices)."""
@@ -59,13 +45,56 @@ class GradientExchange:
 
     def gather_labels(self, labels: Sequence[int], capacity: int, device) -> List[List[int]]:
         """Every worker's row labels (direction numbers, in the order its rows are sent)."""
-        if not self.distributed:
-            return [list(labels)]
+        return [list(labels)]
+
+    def present_rows(self, rows: torch.Tensor, numel: int, sent: Sequence[int], labels: List[List[int]],
+                     present: Sequence[int], local: Sequence[int], received: torch.Tensor
+                     ) -> Tuple[torch.Tensor, List[int]]:
+        """The rows of the present directions within this worker's slice, and which of them
+        holds present direction i. ``rows`` [S, padded]: this worker's rows; ``local[i]``:
+        the row of present direction i here; the other arguments as in sum_rows()."""
+        return rows[:, :numel], list(local)
+
+    def all_reduce_stats(self, stats: torch.Tensor) -> torch.Tensor:
+        """Sum the small per-step statistics (partial Grams, counts) over workers, in place."""
+        return stats
+
+    def gather(self, combined: torch.Tensor) -> torch.Tensor:
+        """Complete the padded P-vector whose slice ``rank`` this worker wrote, in place."""
+        return combined
+
+
+class GradientExchange(LocalExchange):
+    """The collectives of one worker among ``world_size`` (torch.distributed; NCCL or gloo).
+
+    Each received slice is divided by ``world_size`` before it is added, as fairseq's
+    legacy_ddp divides before its all-reduce (the trainer multiplies the update by
+    world_size / sample_size afterwards): N finite fp16 slices then sum to a finite fp16
+    result wherever stock DDP's does, so the loss scale settles where stock's does.
+    """
+
+    distributed = True
+
+    def __init__(self, world_size: int, rank: int, group=None):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad rank {rank} of world size {world_size}")
+        self.world_size = world_size
+        self.rank = rank
+        self.group = group
+
+    def gather_labels(self, labels: Sequence[int], capacity: int, device) -> List[List[int]]:
+        """Every worker's row labels (direction numbers, in the order its rows are sent)."""
         mine = torch.full((capacity,), -1, dtype=torch.int64, device=device)
         mine[: len(labels)] = torch.tensor(list(labels), dtype=torch.int64, device=device)
         every = torch.empty(self.world_size * capacity, dtype=torch.int64, device=device)
         dist.all_gather_into_tensor(every, mine, group=self.group)
         return [[d for d in row if d >= 0] for row in every.view(self.world_size, capacity).tolist()]
+
+    def present_rows(self, rows, numel, sent, labels, present, local, received):
+        """Every worker's rows of the present directions, summed (sum_rows), in the order of
+        ``present``."""
+        start, stop = self.columns(rows.shape[1], numel)
+        return self.sum_rows(rows, sent, labels, present, received)[:, : stop - start], list(range(len(present)))
 
     def sum_rows(self, rows: torch.Tensor, sent: Sequence[int], labels: List[List[int]],
                  present: Sequence[int], received: torch.Tensor) -> torch.Tensor:
@@ -99,14 +128,17 @@ class GradientExchange:
 
     def all_reduce_stats(self, stats: torch.Tensor) -> torch.Tensor:
         """Sum the small per-step statistics (partial Grams, counts) over workers, in place."""
-        if self.distributed:
-            dist.all_reduce(stats, group=self.group)
+        dist.all_reduce(stats, group=self.group)
         return stats
 
     def gather(self, combined: torch.Tensor) -> torch.Tensor:
         """Complete the padded P-vector whose slice ``rank`` this worker wrote, in place."""
-        if self.distributed:
-            width = combined.numel() // self.world_size
-            mine = combined[self.rank * width : (self.rank + 1) * width]
-            dist.all_gather_into_tensor(combined, mine, group=self.group)
+        width = combined.numel() // self.world_size
+        mine = combined[self.rank * width : (self.rank + 1) * width]
+        dist.all_gather_into_tensor(combined, mine, group=self.group)
         return combined
+
+
+def exchange_for(world_size: int, rank: int, group=None) -> LocalExchange:
+    """The exchange of one worker among ``world_size``."""
+    return GradientExchange(world_size, rank, group) if world_size > 1 else LocalExchange()

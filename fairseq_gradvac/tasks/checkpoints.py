@@ -34,7 +34,7 @@ import sys
 import zipfile
 
 import torch
-from fairseq import checkpoint_utils, file_io
+from fairseq import file_io
 from fairseq.distributed import utils as distributed_utils
 
 logger = logging.getLogger(__name__)

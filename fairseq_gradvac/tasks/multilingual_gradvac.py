@@ -31,7 +31,7 @@ from ..combiners.options import add_combiner_args, combiner_from_args
 from ..data.direction_batches import DIRECTION_BATCHING
 from ..gradients import similarity
 from ..gradients.direction_gradients import DirectionGradients
-from ..gradients.exchange import GradientExchange
+from ..gradients.exchange import LocalExchange, exchange_for
 from . import checkpoints, fairseq_changes
 from .csv_log import CsvLog
 
@@ -196,13 +196,13 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 inner.named_parameters(), self.args.combine_granularity
             )
             if torch.distributed.is_initialized():
-                exchange = GradientExchange(
+                exchange = exchange_for(
                     distributed_utils.get_data_parallel_world_size(),
                     distributed_utils.get_data_parallel_rank(),
                     distributed_utils.get_data_parallel_group(),
                 )
             else:
-                exchange = GradientExchange(1, 0)
+                exchange = LocalExchange()
             if exchange.distributed:
                 self._share_combiner_state(exchange, groups.params[0].device)
                 # fairseq exits without destroying its process group; gloo's threads then

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from fairseq_gradvac.gradients.similarity import SimilarityGroups
 from fairseq_gradvac.gradients.direction_gradients import DirectionGradients
-from fairseq_gradvac.gradients.exchange import GradientExchange
+from fairseq_gradvac.gradients.exchange import GradientExchange, LocalExchange, exchange_for
 from fairseq_gradvac.combiners import ParameterGroups, build_combiner
 from tests.helpers.device_check import wrong_default_device
 from tests.helpers.tolerance import assert_near
@@ -204,6 +204,12 @@ def test_bad_exchange_arguments():
     assert GradientExchange(4, 0).padded_numel(123) == 124
     assert GradientExchange(4, 3).columns(124, 123) == (93, 123)
     assert GradientExchange(8, 7).columns(8, 5) == (7, 7)  # more workers than columns
+    # one worker: the local exchange, which sends nothing and keeps the rows where they are
+    assert type(exchange_for(1, 0)) is LocalExchange and type(exchange_for(2, 1)) is GradientExchange
+    local, rows = LocalExchange(), torch.arange(12.0).view(3, 4)
+    assert local.padded_numel(123) == 123 and local.columns(123, 123) == (0, 123)
+    kept, order = local.present_rows(rows, 3, [0, 2], [[5, 7]], [5, 7], [0, 2], torch.empty(4))
+    assert kept.data_ptr() == rows.data_ptr() and kept.shape == (3, 3) and order == [0, 2]
 
 
 def _fp16_worker(rank, world, init, out):
