@@ -26,6 +26,6 @@ setup(
     # compare the engine with TorchJD's aggregators
     extras_require={
         "methods": ["torchjd[full]==0.18.0"],
-        "test": ["pytest", "torchjd[full]==0.18.0"],
+        "test": ["pytest", "pytest-xdist==3.6.1", "torchjd[full]==0.18.0"],
     },
 )

@@ -38,7 +38,8 @@ if ! "$PY" -c "import fairseq" 2>/dev/null; then
   pip_install --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
 fi
 pip_install -c "$CONSTRAINT" hydra-core==1.3.2 omegaconf==2.3.0 bitarray regex "sacrebleu>=2.3" \
-  tqdm cffi scikit-learn packaging sentencepiece matplotlib scipy urielplus tensorboardX "torchjd[full]==0.18.0" langid pytest
+  tqdm cffi scikit-learn packaging sentencepiece matplotlib scipy urielplus tensorboardX "torchjd[full]==0.18.0" langid \
+  pytest "pytest-xdist==3.6.1"
 pip_install --no-deps --no-build-isolation -e .
 rm -f "$CONSTRAINT"
 "$PY" -c "import torch, fairseq, fairseq_gradvac; print('[setup] ok: torch', torch.__version__, '| fairseq', fairseq.__version__)"
