@@ -84,6 +84,10 @@ class Combiner:
     # True: the method weighs the per-task mean losses (per token), and scales the update
     # for fairseq's division by the batch's tokens (not its sentences: --sentence-avg)
     mean_losses = False
+    # True: the state has a part per parameter group (GradVac's targets, Nash-MTL's alpha):
+    # it is bound to the groups of its first step, saved with their names and sizes, and
+    # refused for other groups (another granularity or model)
+    state_per_group = False
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -101,6 +105,8 @@ class Combiner:
         self.task_names: List[str] = []
         self.last_report: Optional[StepReport] = None
         self.gram_finite: Optional[torch.Tensor] = None  # this step's, during _weigh
+        self.group_names: Optional[List[str]] = None  # the groups the state is for (state_per_group)
+        self.group_sizes: Optional[List[int]] = None
         self._sample_size: Optional[torch.Tensor] = None
 
     def combine(
@@ -164,6 +170,8 @@ class Combiner:
                 f"expected one token count per task, shape [{len(tasks)}], got {tuple(ntokens.shape)}"
             )
         self._sample_size = sample_size
+        if self.state_per_group:
+            self._bind_groups(groups)
         # The rule for a non-finite Gram, written once for every method: the method sees
         # zeros (no NaN in its arithmetic or solver; ``self.gram_finite`` tells a method
         # that would rather not run), and the step is the plain sum (W = 1), so that the
@@ -215,6 +223,17 @@ class Combiner:
                 f"gradients have {grads.shape[1]} entries but the parameter groups cover {groups.numel}"
             )
 
+    def _bind_groups(self, groups: ParameterGroups) -> None:
+        if self.group_names is not None and (
+            self.group_names != list(groups.names) or self.group_sizes not in (None, list(groups.sizes))
+        ):
+            raise ValueError(
+                f"{self.name} state was built for other parameter groups "
+                f"({len(self.group_names)} groups, not {len(groups)}): a checkpoint from "
+                "another granularity or model?"
+            )
+        self.group_names, self.group_sizes = list(groups.names), list(groups.sizes)
+
     def _rows(self, tasks: Sequence[str]) -> List[int]:
         """State rows of ``tasks``, registering names never seen before."""
         for t in tasks:
@@ -223,7 +242,10 @@ class Combiner:
         return [self.task_names.index(t) for t in tasks]
 
     def state_dict(self) -> dict:
-        return {"combiner": self.name, "task_names": list(self.task_names)}
+        state = {"combiner": self.name, "task_names": list(self.task_names)}
+        if self.state_per_group:
+            state.update(group_names=self.group_names, group_sizes=self.group_sizes)
+        return state
 
     def _check_state(self, state: dict) -> None:
         """Refuse a state from another combiner, or one that maps two state rows to one
@@ -238,10 +260,30 @@ class Combiner:
             raise ValueError(
                 f"inconsistent {self.name} state: duplicate task names {duplicates} in {names}"
             )
+        group_names, group_sizes = state.get("group_names"), state.get("group_sizes")
+        if self.state_per_group and self.group_names is not None and (
+            group_names is None  # saved before its first step, into a combiner already running
+            or list(group_names) != self.group_names
+            or (group_sizes is not None and list(group_sizes) != self.group_sizes)
+        ):
+            raise ValueError(
+                f"{self.name} state was saved for other parameter groups "
+                f"({len(group_names or [])} groups, not {len(self.group_names)}): a checkpoint "
+                "from another granularity or model?"
+            )
 
     def load_state_dict(self, state: dict) -> None:
+        """Validate everything, then change anything: a failed load leaves the combiner as it was."""
         self._check_state(state)
+        self._load(state)
         self.task_names = list(state["task_names"])
+        if self.state_per_group:
+            names, sizes = state.get("group_names"), state.get("group_sizes")
+            self.group_names = None if names is None else list(names)
+            self.group_sizes = None if sizes is None else list(sizes)
+
+    def _load(self, state: dict) -> None:
+        """A method's own part of the state, after _check_state (nothing by default)."""
 
 
 def token_counts(ntokens: Optional[torch.Tensor], num_tasks: int, like: torch.Tensor) -> torch.Tensor:

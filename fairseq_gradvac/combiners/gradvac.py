@@ -95,6 +95,8 @@ class GradVac(Combiner):
     keep their gradient but still serve as g_j. ``beta``: EMA decay (paper: 1e-2).
     """
 
+    state_per_group = True
+
     def __init__(
         self,
         beta: float = 1e-2,
@@ -113,8 +115,6 @@ class GradVac(Combiner):
         self.seed = seed
         self.phi_hat: Optional[torch.Tensor] = None  # [N, N, num_groups], rows = task_names
         self._pending = None  # (rows, new targets) of the last weigh(), until commit()
-        self.group_names = None
-        self.group_sizes = None
 
     @classmethod
     def add_args(cls, parser):
@@ -149,16 +149,6 @@ class GradVac(Combiner):
         return chosen
 
     def _prepare_state(self, groups, device):
-        if (self.group_names is not None and self.group_names != groups.names) or (
-            self.group_sizes is not None and self.group_sizes != groups.sizes
-        ):
-            raise ValueError(
-                f"{self.name} state was built for other parameter groups "
-                f"({len(self.group_names)} groups, not {len(groups)}): a checkpoint from "
-                "another granularity or model?"
-            )
-        self.group_names = list(groups.names)
-        self.group_sizes = list(groups.sizes)
         n_tasks, n_groups = len(self.task_names), len(groups)
         if self.phi_hat is None:
             self.phi_hat = torch.zeros(0, 0, n_groups)
@@ -209,28 +199,15 @@ class GradVac(Combiner):
         state.update(
             beta=self.beta,
             fixed_target=self.fixed_target,
-            group_names=self.group_names,
-            group_sizes=self.group_sizes,
             phi_hat=None if self.phi_hat is None else self.phi_hat.detach().cpu().clone(),
         )
         return state
 
-    def load_state_dict(self, state: dict) -> None:
-        # Validate everything before changing anything: a failed load leaves the combiner as it was.
-        self._check_state(state)
-        group_names, group_sizes = state["group_names"], state.get("group_sizes")
-        if self.group_names is not None and (
-            group_names != self.group_names
-            or (group_sizes is not None and group_sizes != self.group_sizes)
-        ):
-            raise ValueError(
-                f"{self.name} state was saved for other parameter groups "
-                f"({len(group_names or [])} groups, not {len(self.group_names)}): a checkpoint "
-                "from another granularity or model?"
-            )
+    def _check_state(self, state: dict) -> None:
+        super()._check_state(state)
         phi_hat = state["phi_hat"]
         if phi_hat is not None:
-            n_tasks, n_groups = len(state["task_names"]), len(group_names or [])
+            n_tasks, n_groups = len(state["task_names"]), len(state["group_names"] or [])
             if (
                 phi_hat.dim() != 3
                 or phi_hat.shape[0] != phi_hat.shape[1]
@@ -241,10 +218,9 @@ class GradVac(Combiner):
                     f"inconsistent {self.name} state: phi_hat of shape {tuple(phi_hat.shape)} "
                     f"for {n_tasks} tasks and {n_groups} groups"
                 )
-        super().load_state_dict(state)
-        self.group_names = None if group_names is None else list(group_names)
-        self.group_sizes = None if group_sizes is None else list(group_sizes)
-        self.phi_hat = None if phi_hat is None else phi_hat.clone()
+
+    def _load(self, state: dict) -> None:
+        self.phi_hat = None if state["phi_hat"] is None else state["phi_hat"].clone()
 
 
 @register_combiner("pcgrad")

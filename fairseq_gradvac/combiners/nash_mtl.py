@@ -20,6 +20,8 @@ class NashMTL(GramianWeighting):
     scales the update, and fairseq's --clip-norm clips it.
     """
 
+    state_per_group = True
+
     def __init__(self, update_every: int = 1, iterations: int = 20):
         super().__init__()
         for option, value in (("--nash-mtl-update-every", update_every), ("--nash-mtl-iterations", iterations)):
@@ -57,12 +59,7 @@ class NashMTL(GramianWeighting):
         return self._solvers[num_tasks]
 
     def prepare(self, rows, num_groups):
-        old = self.alpha
-        if old.shape[1] not in (0, num_groups):
-            raise ValueError(
-                f"nash_mtl state was built for {old.shape[1]} parameter groups, not {num_groups}: "
-                "a checkpoint from another granularity or model?"
-            )
+        old = self.alpha  # (its groups are the combiner's: Combiner.weigh checks them)
         self.alpha = torch.ones(len(self.task_names), num_groups, dtype=torch.float64, device="cpu")
         if old.numel():
             self.alpha[: old.shape[0]] = old  # new task names start at alpha = 1, as TorchJD's
@@ -91,13 +88,17 @@ class NashMTL(GramianWeighting):
         state.update(alpha=self.alpha.clone(), updates=self.updates)
         return state
 
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        alpha = state["alpha"]
-        if alpha.dim() != 2 or alpha.shape[0] != len(self.task_names):
+    def _check_state(self, state):
+        super()._check_state(state)
+        alpha, groups = state["alpha"], state.get("group_names")
+        if alpha.dim() != 2 or alpha.shape[0] != len(state["task_names"]) or (
+            groups is not None and alpha.shape[1] not in (0, len(groups))
+        ):
             raise ValueError(
                 f"inconsistent nash_mtl state: alpha of shape {tuple(alpha.shape)} for "
-                f"{len(self.task_names)} task names"
+                f"{len(state['task_names'])} task names and {len(groups or [])} groups"
             )
-        self.alpha = alpha.double().clone()
+
+    def _load(self, state):
+        self.alpha = state["alpha"].double().clone()
         self.updates = int(state["updates"])

@@ -136,6 +136,14 @@ def test_nash_mtl_state_is_per_task_name_and_survives_a_checkpoint():
         broken = first.state_dict()
         broken["alpha"] = broken["alpha"][:2]
         build_combiner("nash_mtl").load_state_dict(broken)
+    # its alpha is per group: the state runs on the groups it was saved for only
+    other = ParameterGroups.from_sizes([20, 40])
+    with pytest.raises(ValueError, match=r"nash_mtl state was built for other parameter groups"):
+        resumed.combine(_conflicting_rows(3, [20, 40], seed=5)[0], ["a", "b", "c"], other, 3, ntokens=m)
+    running = build_combiner("nash_mtl")
+    running.combine(_conflicting_rows(3, [20, 40], seed=5)[0], ["a", "b", "c"], other, 0, ntokens=m)
+    with pytest.raises(ValueError, match=r"nash_mtl state was saved for other parameter groups"):
+        running.load_state_dict(first.state_dict())
 
 
 def test_nash_mtl_solves_every_n_updates():
