@@ -102,7 +102,7 @@ python3 -m fairseq_gradvac.evaluation.evaluate --checkpoint "$RUN/checkpoint_bes
   --zero-shot "$ZERO_SHOT" --raw "$RAW" --post-process "$POST_PROCESS" --beam "$BEAM" \
   --max-tokens 20000 --max-len-a 1.5 --max-len-b 10 --out "$RUN/bleu" \
   --samples "$SAMPLES" --sample-directions "$SHOW"
-echo "[demo] table in $RUN/bleu.md (and .json), samples in $RUN/bleu.samples.md"
+echo "[demo] table in $RUN/bleu.md (and bleu.json), samples in bleu.samples.md beside it"
 
 step "5/6 gradient similarities between the directions (Part I; recorded every 100 updates)"
 python3 -m fairseq_gradvac.analysis.figures "$RUN" --out "$RUN/figures" --permutations 1000 \
