@@ -23,6 +23,8 @@ import json
 import os
 import re
 
+from ..tasks.files import atomic_write
+
 _VALID = re.compile(r"valid on '(?P<subset>[^']+)' subset \|.*?\bloss (?P<loss>[0-9.eE+-]+) \|"
                     r".*\| num_updates (?P<update>\d+)")
 
@@ -142,16 +144,14 @@ def main(argv=None):
         drop = "" if result["drop"] is None else f" (last drop {100 * result['drop']:.2f}%)"
         print(f"[budget] does not hold yet{drop}; {last}")
     if a.out:
-        with open(a.out + ".tmp", "w") as f:
+        with atomic_write(a.out) as f:
             json.dump(result, f, indent=2)
-        os.replace(a.out + ".tmp", a.out)
     if a.curve_out:
-        with open(a.curve_out + ".tmp", "w", newline="") as f:
+        with atomic_write(a.curve_out, newline="") as f:
             w = csv.writer(f)
             w.writerow(["update", "mean_loss"] + [f"loss_{name}" for name in result["sources"]])
             for u, loss in curve:
                 w.writerow([u, f"{loss:.6f}"] + [f"{dict(r)[u]:.6f}" for r in runs])
-        os.replace(a.curve_out + ".tmp", a.curve_out)
     return 0 if result["budget"] is not None else 1
 
 

@@ -32,6 +32,7 @@ import sys
 import sacrebleu
 import torch
 
+from ..tasks.files import atomic_write
 from . import off_target
 
 USER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the package: --user-dir
@@ -325,9 +326,8 @@ def write_hypotheses(out, direction, hypotheses):
     folder = out + ".hyp"
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{direction}.txt")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path, encoding="utf-8") as f:
         f.write("".join(h + "\n" for h in hypotheses))
-    os.replace(path + ".tmp", path)
     return os.path.relpath(path, os.path.dirname(os.path.abspath(out)))
 
 

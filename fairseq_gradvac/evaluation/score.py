@@ -10,6 +10,7 @@ import os
 
 import sacrebleu
 
+from ..tasks.files import atomic_write
 from . import evaluate
 
 
@@ -36,9 +37,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     result = score(a.checkpoint, a.direction, a.raw, a.post_process or None, a.beam, a.max_tokens)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out + ".tmp", "w") as f:
+    with atomic_write(a.out) as f:
         json.dump(result, f, indent=2)
-    os.replace(a.out + ".tmp", a.out)
     print(f"[score] {a.direction}: BLEU {result['bleu']:.2f}, chrF {result['chrf']:.2f} "
           f"({result['sentences']} sentences) -> {a.out}")
 

@@ -29,15 +29,16 @@ import os
 import shutil
 import subprocess
 
+from ..tasks.files import atomic_write
 from .budget import read_curve
 from .evaluate import read_lines
 
 FILES = ("train.log", "similarity.csv", os.path.join("probe", "similarity.csv"))
 
 
-def _write_gzip(path, lines):
+def _write_gzip(raw, lines):
     """Deterministic gzip (no name, no time stamp): the same lines give the same bytes."""
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
         f.write("".join(line + "\n" for line in lines).encode("utf-8"))
 
 
@@ -51,8 +52,8 @@ def _reference_copy(reference, references):
         if read_lines(copy) != lines:
             raise SystemExit(f"{reference} differs from the study's copy {copy}: another test set")
     else:
-        _write_gzip(copy + ".tmp", lines)
-        os.replace(copy + ".tmp", copy)
+        with atomic_write(copy, "wb") as raw:
+            _write_gzip(raw, lines)
     return copy
 
 
@@ -69,7 +70,8 @@ def bundle_scores(scores_json, out_dir, references):
             if len(hypotheses) != r["sentences"]:
                 raise SystemExit(f"{scores_json}: {d} has {len(hypotheses)} hypotheses for {r['sentences']} sentences")
             name = os.path.join("bleu.hyp", f"{d}.txt.gz")
-            _write_gzip(os.path.join(out_dir, name), hypotheses)
+            with open(os.path.join(out_dir, name), "wb") as raw:  # (out_dir: the bundle's temporary folder)
+                _write_gzip(raw, hypotheses)
             r["hypotheses"] = name
         if r.get("reference"):
             r["reference"] = os.path.relpath(_reference_copy(r["reference"], references), out_dir)

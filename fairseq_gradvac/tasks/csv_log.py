@@ -13,6 +13,8 @@ import math
 import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from .files import atomic_write
+
 
 def _format(value) -> str:
     if isinstance(value, float):  # 8 significant digits: fp32's precision, and NaN as empty
@@ -57,10 +59,8 @@ class CsvLog:
         lines += [(u, ",".join(_format(v) for v in row)) for u, rows in rows_by_update.items() for row in rows]
         lines.sort(key=lambda x: x[0])
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.path, newline="") as f:
             f.write("".join(line + "\n" for line in [",".join(self.columns)] + [l for _, l in lines]))
-        os.replace(tmp, self.path)
 
     def _start(self, after_update: int) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -102,7 +102,5 @@ class CsvLog:
         ]
         if len(kept) == len(complete) and text.endswith("\n"):
             return
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.path, newline="") as f:
             f.write("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
