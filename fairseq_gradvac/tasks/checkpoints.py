@@ -43,8 +43,8 @@ _training_task = None
 
 
 def expect_restore(task) -> None:
-    """Give ``task`` the combiner state of the checkpoint the trainer loads next (after
-    checking its languages)."""
+    """Give ``task`` the combiner state of the checkpoint the trainer resumes from (after
+    checking its languages); checkpoints read otherwise in the same process leave it alone."""
     global _training_task
     _training_task = task
 
@@ -149,7 +149,8 @@ def wrap_load(load):
         resume = "load_on_all_ranks" in kwargs
         if resume and (kwargs["load_on_all_ranks"] or not torch.distributed.is_initialized()):
             _stop_if_finished(state)  # otherwise after the broadcast, on every worker at once
-        _hand_back(path, state)
+        if resume:  # not another checkpoint read in the same process (a probe, evaluate's options)
+            _hand_back(path, state)
         return state
 
     load_checkpoint_to_cpu.wrapped_by_gradvac = True

@@ -344,10 +344,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         return state
 
     def load_state_dict(self, state_dict):
-        """Called by fairseq when loading for generation: the combiner is not needed there."""
+        """Called by fairseq when loading for generation: the combiner is not needed there
+        (and the generation command need not repeat the training's combiner options), so
+        only the languages are checked. Training resumes its combiner through
+        ``checkpoints.expect_restore``."""
         self.check_languages(state_dict)
-        if self.combiner is not None and "combiner" in state_dict:
-            self.restore_combiner(state_dict["combiner"])
 
     def check_languages(self, state):
         """Language token ids follow the language list: a model read with another list (no
