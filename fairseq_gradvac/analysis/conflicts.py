@@ -23,7 +23,8 @@ from collections import defaultdict
 import numpy as np
 
 from .plotting import pyplot
-from .records import LAYER, read_similarity
+from ..combiners.parameter_names import parse_layer
+from .records import read_similarity
 
 _RUN = re.compile(r"^(?P<key>.+_t\d+)_seed(?P<seed>\d+)$")
 _CORRECTED = re.compile(r"\btrain_inner\b.*?\bcorrected=(?P<share>[0-9.eE+-]+).*?\bnum_updates=(?P<update>\d+)")
@@ -45,7 +46,7 @@ def read_corrected(train_log):
 def layer_cells(path):
     """[(update, pair, layer group, cosine)] of the per-layer groups of a similarity.csv."""
     return [(u, pair, group, c) for (group, pair), values in read_similarity(path).items()
-            if LAYER.match(group) for u, c in values.items()]
+            if parse_layer(group) for u, c in values.items()]
 
 
 def _stats(cosines):

@@ -2,15 +2,15 @@
 the language, the layer), per-pair means, the language matrices the figures draw."""
 import csv
 import math
-import re
 from collections import defaultdict
 
 import numpy as np
 
+from ..combiners.parameter_names import SIDES as _SIDES, parse_layer
 
-SIDES = {"encoder": "encoder_layers", "decoder": "decoder_layers"}
+
+SIDES = {side: f"{side}_layers" for side in _SIDES}  # the aggregates of gradients/similarity.py
 KINDS = ("xx-en", "en-xx")
-LAYER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)$")
 
 
 def read_similarity(path):
@@ -69,7 +69,7 @@ def language_matrix(means, kind):
 
 def layer_groups(series):
     """[(side, index, group)] of the per-layer groups recorded (all_layer granularity)."""
-    found = {(m[1], int(m[2]), g) for g, _ in series for m in [LAYER.match(g)] if m}
+    found = {(*layer, g) for g, _ in series for layer in [parse_layer(g)] if layer}
     return sorted(found, key=lambda f: (f[0] != "encoder", f[1]))
 
 

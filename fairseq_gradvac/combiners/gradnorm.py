@@ -13,6 +13,7 @@ import torch
 
 from .combiner import Combiner, StepReport, register_combiner, token_counts
 from .options import finite_float
+from .parameter_names import layer_name
 
 
 @register_combiner("gradnorm")
@@ -66,7 +67,7 @@ class GradNorm(Combiner):
             if getattr(args, "decoder_layers", None) is None:
                 raise ValueError("--gradnorm-layer: this model has no --decoder-layers; "
                                  "name the layer whose gradient norms GradNorm balances")
-            layer = f"decoder.layers.{args.decoder_layers - 1}"
+            layer = layer_name("decoder", args.decoder_layers - 1)
         return cls(alpha=args.gradnorm_alpha, lr=args.gradnorm_lr, layer=layer)
 
     def check_groups(self, groups):

@@ -6,11 +6,12 @@ transformer's layers) make one batched matmul for the per-group Gram matrices an
 sums, instead of a Python loop over groups. Both also work on a column range of the flat
 layout (one worker's shard in the distributed exchange).
 """
-import re
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
+
+from .parameter_names import is_embedding, layer_of, side_of
 
 GRANULARITIES = ("whole_model", "enc_dec", "all_layer", "all_matrix")
 
@@ -22,25 +23,16 @@ GRAM_BLOCK = 4096
 # fixed fraction of P whatever K and the groups; the price is PIECE x K pieces per pass.
 PIECE = 64
 
-_LAYER = re.compile(r"^(?:.*\.)?((?:encoder|decoder)\.layers\.\d+)\.")
-
-
 def group_key(name: str, granularity: str) -> str:
     """The group a parameter called ``name`` belongs to at ``granularity``."""
     if granularity == "whole_model":
         return "model"
     if granularity == "all_matrix":
         return name
-    top = name.split(".", 1)[0]
     if granularity == "enc_dec":
-        return top if top in ("encoder", "decoder") else "other"
+        return side_of(name) or "other"
     if granularity == "all_layer":
-        m = _LAYER.match(name)
-        if m:
-            return m.group(1)
-        if "embed" in name or "output_projection" in name:
-            return "embeddings"
-        return "other"
+        return layer_of(name) or ("embeddings" if is_embedding(name) else "other")
     raise ValueError(
         f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
     )

@@ -20,9 +20,9 @@ import torch
 
 from ..combiners.cosine import gram_cosines
 from ..combiners.groups import ParameterGroups, group_key
+from ..combiners.parameter_names import is_embedding, side_of
 
 AGGREGATES = ("model", "encoder_layers", "decoder_layers")
-_EMBEDDING_PARTS = ("embed_tokens", "embed_positions", "layernorm_embedding", "output_projection")
 
 COLUMNS = ("update", "a", "b", "group", "cosine", "norm_a", "norm_b", "ntokens_a", "ntokens_b")
 
@@ -30,9 +30,9 @@ COLUMNS = ("update", "a", "b", "group", "cosine", "norm_a", "norm_b", "ntokens_a
 def aggregates_of(name: str) -> List[str]:
     """The aggregates parameter ``name`` counts in."""
     out = ["model"]
-    top = name.split(".", 1)[0]
-    if top in ("encoder", "decoder") and not any(part in name for part in _EMBEDDING_PARTS):
-        out.append(f"{top}_layers")
+    side = side_of(name)
+    if side is not None and not is_embedding(name):
+        out.append(f"{side}_layers")
     return out
 
 
