@@ -376,27 +376,45 @@ def bench_directions(k, shape, args, device, sync):
         v.update(batches[v.label][0], sync)  # warm-up
     rng = random.Random(1)
 
+    stock, single = variants[0], variants[2]
+    # "same batch": stock's update on single's own one-direction batch (a plain fairseq
+    # sample): single / same batch is what the plugin adds to a step, with the batch's
+    # lengths and padding, which differ from a mixed batch's, taken out.
+    runs = [(v.label, v, lambda i, v=v: batches[v.label][i % len(batches[v.label])]) for v in variants]
+    runs.append(("same batch", stock, lambda i: _only(batches["single"][i % len(batches["single"])])))
+    labels = [label for label, _, _ in runs]
+
     def run_rep(i):
-        order = list(variants)
+        order = list(runs)
         rng.shuffle(order)
         out = {}
-        for v in order:
-            batch = batches[v.label][i % len(batches[v.label])]
-            tokens = batch["ntokens"] if v.label == "stock" else sum(b["ntokens"] for b in batch.values())
+        for label, v, batch_of in order:
+            batch = batch_of(i)
+            tokens = batch["ntokens"] if "net_input" in batch else sum(b["ntokens"] for b in batch.values())
             seconds, foreign = v.update(batch, sync)
-            out[v.label] = (seconds * 1000 / tokens, foreign)  # (printed as ms per 1,000 tokens)
-        return {v.label: out[v.label] for v in variants}
+            out[label] = (seconds * 1000 / tokens, foreign)  # (printed as ms per 1,000 tokens)
+        return {label: out[label] for label in labels}
 
     done, quiet = quiet_reps(run_rep, args.reps, args.max_reps, args.quiet, label=f"K={k} per 1,000 tokens, rep")
     used = quiet if len(quiet) >= min(3, args.reps) else done
-    return [(v.label, statistics.median(r[v.label][0] for r in used) * 1e3,
-             statistics.median(r[v.label][0] / r["stock"][0] for r in used)) for v in variants], len(used), len(done)
+    rows = [(label, statistics.median(r[label][0] for r in used) * 1e3,
+             statistics.median(r[label][0] / r["stock"][0] for r in used)) for label in labels]
+    rows.append(("single x same batch", None, statistics.median(r["single"][0] / r["same batch"][0] for r in used)))
+    if args.profile:
+        profile_single(k, stock, single, batches["single"], args, sync)
+    return rows, len(used), len(done)
+
+
+def _only(batch):
+    """The one direction's batch of a single-direction batch {direction: batch}."""
+    (b,) = batch.values()
+    return b
 
 
 # --------------------------------------------------------------------------- profile
 @contextlib.contextmanager
-def _timed(cls_or_module, name, bucket, sync):
-    """Patch cls_or_module.name with a wrapper adding its wall time to bucket[name]."""
+def _timed(cls_or_module, name, bucket, sync, key=None):
+    """Patch cls_or_module.name with a wrapper adding its time to bucket[key or name]."""
     orig = getattr(cls_or_module, name)
     own = name in vars(cls_or_module)  # False for an instance's (bound) method
 
@@ -407,7 +425,7 @@ def _timed(cls_or_module, name, bucket, sync):
             return orig(*a, **kw)
         finally:
             sync()
-            bucket[name] += clock() - t0
+            bucket[key or name] += clock() - t0
 
     setattr(cls_or_module, name, wrapper)
     try:
@@ -419,30 +437,106 @@ def _timed(cls_or_module, name, bucket, sync):
             delattr(cls_or_module, name)
 
 
-def profile(size, variants, batches, args, sync):
-    """Phase breakdown of stock vs gradvac all_layer, plus an op-level torch.profiler diff."""
+def _phases(v, batch, sync):
+    """One update of ``v`` with its phases timed one by one: ({phase: seconds}, foreign load)."""
     from fairseq.tasks import FairseqTask
 
     import fairseq_gradvac.combiners.gradvac as gv
-    from fairseq_gradvac.gradients.direction_gradients import DirectionGradients
     from fairseq_gradvac.combiners.groups import ParameterGroups
+    from fairseq_gradvac.gradients.direction_gradients import DirectionGradients
+
+    bucket = defaultdict(float)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_timed(FairseqTask, "train_step", bucket, sync))
+        stack.enter_context(_timed(type(v.task), "train_step", bucket, sync, key="task_train_step"))
+        stack.enter_context(_timed(DirectionGradients, "select", bucket, sync))
+        stack.enter_context(_timed(ParameterGroups, "gram", bucket, sync))
+        stack.enter_context(_timed(ParameterGroups, "weighted_sum", bucket, sync))
+        stack.enter_context(_timed(gv, "vaccinate", bucket, sync))
+        opt = v.optimizer
+        for name in ("zero_grad", "all_reduce_grads", "multiply_grads", "clip_grad_norm", "step"):
+            stack.enter_context(_timed(opt, name, bucket, sync))  # instance attributes
+        bucket["total"], foreign = v.update(batch, sync)
+    return bucket, foreign
+
+
+def _op_diff(a_variant, a_batch, b_variant, b_batch, args, sync, title):
+    """torch.profiler: self CPU time per op of one update each (retried until both ran
+    quietly), printed by what b spends beyond a."""
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    def op_table(v, batch):
+        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+            _, foreign = v.update(batch, sync)
+        return {e.key: (e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages()}, foreign
+
+    for attempt in range(args.max_reps):
+        (a, fa), (b, fb) = op_table(a_variant, a_batch), op_table(b_variant, b_batch)
+        if not max(fa, fb) > args.quiet:
+            break
+    diff = sorted(((b.get(key, (0, 0))[0] - a.get(key, (0, 0))[0], key) for key in set(a) | set(b)), reverse=True)
+    print(f"\n{title}: torch.profiler, self CPU ms of one update each (foreign load {max(fa, fb):.0%}), "
+          "ops by extra time (ours - stock)")
+    print(f"  {'op':<48} {'stock ms':>9} {'calls':>6} {'ours ms':>9} {'calls':>6} {'extra':>8}")
+
+    def row(d, key):
+        (sa, ca), (sb, cb) = a.get(key, (0, 0)), b.get(key, (0, 0))
+        print(f"  {key[:48]:<48} {sa:>9.1f} {ca:>6} {sb:>9.1f} {cb:>6} {d:>+8.1f}")
+
+    for d, key in diff[: args.profile_ops]:
+        row(d, key)
+    print("  ... ops where ours took less time:")
+    for d, key in diff[::-1][: max(3, args.profile_ops // 3)][::-1]:
+        row(d, key)
+    print(f"  {'(all ops)':<48} {sum(x for x, _ in a.values()):>9.1f} {sum(c for _, c in a.values()):>6} "
+          f"{sum(x for x, _ in b.values()):>9.1f} {sum(c for _, c in b.values()):>6}")
+
+
+def profile_single(k, stock, single, batches, args, sync):
+    """Where a single-direction update spends more than stock's update on the same batch."""
+    buckets = {"stock": [], "single": []}
+
+    def run_rep(i):
+        batch = batches[i % len(batches)]
+        out = {}
+        for name, v, b in [("stock", stock, _only(batch)), ("single", single, batch)][:: 1 if i % 2 else -1]:
+            bucket, foreign = _phases(v, b, sync)
+            buckets[name].append(bucket)
+            out[name] = (bucket["total"], foreign)
+        return out
+
+    print(f"\nK={k}: profile of single vs stock on the same one-direction batch, phases timed one by one")
+    done, quiet = quiet_reps(run_rep, args.profile_reps, args.max_reps, args.quiet, "profile rep")
+    keep = [i for i, rep in enumerate(done) if any(rep is q for q in quiet)] or list(range(len(done)))
+    st, ours = ({key: statistics.median(bs[i].get(key, 0.0) for i in keep) * 1e3 for key in set().union(*bs)}
+                for bs in (buckets["stock"], buckets["single"]))
+    g = lambda d, key: d.get(key, 0.0)  # noqa: E731
+    rest = g(ours, "all_reduce_grads") - g(ours, "gram") - g(ours, "vaccinate") - g(ours, "weighted_sum")
+    lines = [
+        ("forward+backward (FairseqTask.train_step)", g(st, "train_step"), g(ours, "train_step") - g(st, "train_step")),
+        ("task.train_step around it (rows, logs)", None,
+         g(ours, "task_train_step") - g(ours, "train_step") - g(ours, "select")),
+        ("selecting the direction's row (DirectionGradients.select)", None, g(ours, "select")),
+        ("Gram, Algorithm 1, weighted sum", None, g(ours, "gram") + g(ours, "vaccinate") + g(ours, "weighted_sum")),
+        ("rest of all_reduce_grads (the update vector, EMA, report)", g(st, "all_reduce_grads"),
+         rest - g(st, "all_reduce_grads")),
+    ] + [(name, g(st, name), g(ours, name) - g(st, name))
+         for name in ("zero_grad", "multiply_grads", "clip_grad_norm", "step", "total")]
+    print(f"  {'phase (median ms over ' + str(len(keep)) + ' updates)':<64} {'stock ms':>9} {'extra ms':>9}")
+    for name, ms, extra in lines:
+        print(f"  {name:<64} {'' if ms is None else f'{ms:>9.1f}':>9} {extra:>+9.1f}")
+    _op_diff(stock, _only(batches[0]), single, batches[0], args, sync, f"K={k}")
+
+
+def profile(size, variants, batches, args, sync):
+    """Phase breakdown of stock vs gradvac all_layer, plus an op-level torch.profiler diff."""
+    from fairseq.tasks import FairseqTask
 
     stock = next(v for v in variants if v.label == "stock")
     ours = next(v for v in variants if v.label == "gradvac all_layer")
 
     def phases(v, batch):
-        bucket = defaultdict(float)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_timed(FairseqTask, "train_step", bucket, sync))
-            stack.enter_context(_timed(DirectionGradients, "select", bucket, sync))
-            stack.enter_context(_timed(ParameterGroups, "gram", bucket, sync))
-            stack.enter_context(_timed(ParameterGroups, "weighted_sum", bucket, sync))
-            stack.enter_context(_timed(gv, "vaccinate", bucket, sync))
-            opt = v.optimizer
-            for name in ("zero_grad", "all_reduce_grads", "multiply_grads", "clip_grad_norm", "step"):
-                stack.enter_context(_timed(opt, name, bucket, sync))  # instance attributes
-            bucket["total"], foreign = v.update(batch, sync)
-        return bucket, foreign
+        return _phases(v, batch, sync)
 
     def split_control(batch):
         """The K per-direction forward/backward passes alone, each into fresh .grad tensors."""
@@ -504,34 +598,8 @@ def profile(size, variants, batches, args, sync):
           "for ours' forward+backward, what accumulating into the rows costs over the control. "
           "The first column is the stock's time, or ours' where the stock has no such phase.)")
 
-    # Op level: one update each under torch.profiler (retried until both ran quietly).
-    from torch.profiler import ProfilerActivity, profile as tprofile
-
-    def op_table(v, batch):
-        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
-            _, foreign = v.update(batch, sync)
-        return {e.key: (e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages()}, foreign
-
     mixed, split = batches[0]
-    for attempt in range(args.max_reps):
-        (a, fa), (b, fb) = op_table(stock, mixed), op_table(ours, split)
-        if not max(fa, fb) > args.quiet:
-            break
-    diff = sorted(((b.get(key, (0, 0))[0] - a.get(key, (0, 0))[0], key) for key in set(a) | set(b)), reverse=True)
-    print(f"\n{size}: torch.profiler, self CPU ms of one update each (foreign load {max(fa, fb):.0%}), "
-          "ops by extra time (ours - stock)")
-    print(f"  {'op':<48} {'stock ms':>9} {'calls':>6} {'ours ms':>9} {'calls':>6} {'extra':>8}")
-    def row(d, key):
-        (sa, ca), (sb, cb) = a.get(key, (0, 0)), b.get(key, (0, 0))
-        print(f"  {key[:48]:<48} {sa:>9.1f} {ca:>6} {sb:>9.1f} {cb:>6} {d:>+8.1f}")
-
-    for d, key in diff[: args.profile_ops]:
-        row(d, key)
-    print("  ... ops where ours took less time:")
-    for d, key in diff[::-1][: max(3, args.profile_ops // 3)][::-1]:
-        row(d, key)
-    print(f"  {'(all ops)':<48} {sum(x for x, _ in a.values()):>9.1f} {sum(c for _, c in a.values()):>6} "
-          f"{sum(x for x, _ in b.values()):>9.1f} {sum(c for _, c in b.values()):>6}")
+    _op_diff(stock, mixed, ours, split, args, sync, size)
 
 
 # --------------------------------------------------------------------------- main
@@ -612,13 +680,17 @@ def main():
                 shutil.rmtree(workdir, ignore_errors=True)
         print(f"\nsummary: {size} (d={shape['dim']}, {shape['layers']}+{shape['layers']} layers, vocabulary "
               f"{shape['vocab']}), --max-tokens {args.max_tokens}, GradVac all_layer; microseconds per "
-              "target token (median), ratio to stock per token (median of per-rep ratios)")
-        print("| K | stock us/token | split us/token | x stock | single us/token | x stock | reps |")
-        print("|---:|---:|---:|---:|---:|---:|---|")
+              "target token (median), ratio to stock per token (median of per-rep ratios); same batch: "
+              "stock's update on single's one-direction batch, and single x same batch: what the plugin "
+              "adds to an update on the same batch")
+        print("| K | stock us/token | split us/token | x stock | single us/token | x stock | "
+              "same batch us/token | single x same batch | reps |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for k, (rows, used, done) in table:
             r = {label: (us, ratio) for label, us, ratio in rows}
             print(f"| {k} | {r['stock'][0]:.1f} | {r['split'][0]:.1f} | {r['split'][1]:.3f} | "
-                  f"{r['single'][0]:.1f} | {r['single'][1]:.3f} | {used} of {done} |")
+                  f"{r['single'][0]:.1f} | {r['single'][1]:.3f} | {r['same batch'][0]:.1f} | "
+                  f"{r['single x same batch'][1]:.3f} | {used} of {done} |")
         return
     results = {}
     try:

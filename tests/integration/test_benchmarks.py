@@ -44,11 +44,18 @@ def test_step_overhead_benchmark_times_the_chosen_variants():
 
 
 def test_step_overhead_benchmark_times_tokens_at_several_numbers_of_directions():
-    out = _run("benchmarks/step_overhead.py", "--quick", "--directions", "4,8", "--threads", "1", "--reps", "1")
+    out = _run("benchmarks/step_overhead.py", "--quick", "--directions", "4,8", "--threads", "1", "--reps", "1",
+               "--profile", "--profile-reps", "1", "--profile-ops", "3")
     table = [line.split("|") for line in out[out.index("summary"):].splitlines() if line.startswith("| ")]
     assert [row[1].strip() for row in table[1:]] == ["4", "8"]  # (after the header)
-    for row in table[1:]:
-        assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[6]) > 0  # ratios of real timings
+    for row in table[1:]:  # ratios of real timings; stock on single's own batch
+        assert float(row[2]) > 0 and float(row[4]) > 0 and float(row[6]) > 0 and float(row[7]) > 0 < float(row[8])
+    # where single spends more than stock on the same batch, phase by phase and op by op, at each K
+    for k in (4, 8):
+        profile = out[out.index(f"K={k}: profile of single vs stock"):]
+        assert re.search(r"forward\+backward \(FairseqTask.train_step\)\s+[0-9.]+\s+[-+][0-9.]+", profile)
+        assert re.search(r"whole update|total\s+[0-9.]+\s+[-+][0-9.]+", profile)
+        assert f"K={k}: torch.profiler" in profile
 
 
 def test_step_overhead_benchmark_refuses_an_unknown_variant():
