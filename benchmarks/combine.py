@@ -157,7 +157,8 @@ def libmtl_loop(groups: ParameterGroups, num_tasks: int, beta: float):
 # ---------------------------------------------------------------------------------------
 
 
-def timed(fns: Dict[str, Callable[[], object]], reps: Dict[str, int], device: torch.device) -> Dict[str, float]:
+def timed(fns: Dict[str, Callable[[], object]], reps: Dict[str, int], device: torch.device,
+          clock: Callable[[], float] = time.perf_counter) -> Dict[str, float]:
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -171,10 +172,10 @@ def timed(fns: Dict[str, Callable[[], object]], reps: Dict[str, int], device: to
             if rep >= reps[name]:
                 continue
             sync()
-            start = time.perf_counter()
+            start = clock()
             fn()
             sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -204,7 +205,12 @@ def main():
     parser.add_argument("--parts", action="store_true",
                         help="also time the engine's parts alone: the Gram matrices, the weighted sum "
                              "(into a fresh P-vector and into an existing one) and the finiteness check")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall-clock time, or this process's CPU time (with --threads 1: robust to "
+                             "other processes taking turns on the cores)")
     args = parser.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu times CPU work only: use it with --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -218,7 +224,7 @@ def main():
     print(
         f"# {datetime.date.today()}  torch {torch.__version__}  {platform.processor() or platform.machine()}  "
         f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}  "
-        f"threads {torch.get_num_threads()}"
+        f"threads {torch.get_num_threads()}  clock {args.clock}"
     )
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     print(f"# layout: {source}, {sum(p.numel() for _, p in named) / 1e6:.1f}M parameters (tied counted once), K={k}, fp32")
@@ -257,7 +263,7 @@ def main():
         if "libmtl" not in skip:
             fns["libmtl-style loop"] = lambda f=libmtl_loop(groups, k, args.beta): f(grads)
             reps["libmtl-style loop"] = args.slow_reps
-        times = timed(fns, reps, device)
+        times = timed(fns, reps, device, time.process_time if args.clock == "cpu" else time.perf_counter)
         rows.append((granularity, len(groups), times))
         del grads
 
