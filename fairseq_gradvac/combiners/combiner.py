@@ -129,8 +129,26 @@ class Combiner:
             gram = groups.gram(grads[:, start:stop], start=start)
         weights = self.weigh(gram, tasks, groups, step, losses=losses, ntokens=ntokens)
         out = groups.weighted_sum(grads, weights, out=out)
-        self.commit(all_finite(out))
+        self.commit(self.update_finite(gram, weights, groups, out))
         return out
+
+    def update_finite(self, gram: Optional[torch.Tensor], weights: torch.Tensor, groups: ParameterGroups,
+                      update: torch.Tensor) -> torch.Tensor:
+        """Whether ``update`` = sum_m W[k, m] g_mk is finite, read from the Gram matrices
+        where they prove it: if they are finite and cover every column, each entry of group
+        k is at most sum_m |W[k, m]| ||g_mk|| = sum_m |W[k, m]| sqrt(G_k[m, m]) in magnitude
+        (|a . b| <= ||a|| ||b|| per column, and the largest entry of g_mk is at most its
+        norm); under half the dtype's largest value, rounding (K products and sums) cannot
+        overflow either. Otherwise (an fp16 update near its range, a NaN, a method that
+        reads only some columns) one pass over the update decides. The Gram matrices are
+        those weigh() was given (before its non-finite rule)."""
+        if (gram is not None and self.gram_columns(groups) == (0, groups.numel)
+                and bool(self.gram_finite) and update.dtype.is_floating_point):
+            norms = gram.diagonal(dim1=1, dim2=2).double().clamp_min(0).sqrt()  # ||g_mk||, [groups, K]
+            bound = (weights.double().abs() * norms).sum(1).max()  # NaN weights: not proved
+            if bool(bound <= torch.finfo(update.dtype).max / 2):
+                return torch.ones((), dtype=torch.bool, device=update.device)
+        return all_finite(update)
 
     def gram_columns(self, groups: ParameterGroups) -> Tuple[int, int]:
         """The column range [start, stop) of the flat layout whose per-group Gram matrices

@@ -21,7 +21,7 @@ import torch
 from .similarity import SimilarityGroups, SimilarityRecord
 from .exchange import LocalExchange
 from ..combiners import Combiner, ParameterGroups
-from ..combiners.groups import all_finite, math_dtype
+from ..combiners.groups import math_dtype
 
 
 class DirectionGradients:
@@ -226,7 +226,7 @@ class DirectionGradients:
         if stop > start:  # (more workers than columns: this worker's slice is padding)
             self.groups.weighted_sum(rows, row_weights, out=mine[: stop - start], start=start)
         combined = exchange.gather(combined)[:p]
-        combiner.commit(all_finite(combined))
+        combiner.commit(combiner.update_finite(gram, weights, self.groups, combined))
         for param, view, hit in zip(self.groups.params, self.groups.param_views(combined), reached):
             param.grad = view if hit else None
         return combined

@@ -639,3 +639,32 @@ def test_an_overflowing_half_precision_combination_leaves_the_state_untouched(na
     moved = twin.state_dict()
     key = "phi_hat" if name == "gradvac" else "weights"
     assert not torch.equal(moved[key], before[key])
+
+
+def test_the_gram_matrices_prove_an_update_finite_without_a_pass_over_it(monkeypatch):
+    """The update's finiteness follows from the Gram matrices when their bound allows
+    (sum_m |W[k, m]| ||g_mk|| under half the dtype's largest value): no pass over the
+    update. Where the bound does not hold, the pass decides, and catches the overflow."""
+    from fairseq_gradvac.combiners import combiner as base
+
+    passes = []
+    monkeypatch.setattr(base, "all_finite", lambda x: passes.append(x.numel()) or torch.isfinite(x).all())
+    groups = ParameterGroups.from_sizes([64, 64, 300])
+    gen = torch.Generator().manual_seed(3)
+    c = build_combiner("gradvac", beta=0.5)
+    for step in range(3):
+        out = c.combine(correlated_grads(gen, 4, groups, torch.float32), TASKS[:4], groups, step)
+        assert torch.isfinite(out).all() and bool(c.last_report.finite)
+    assert passes == []  # proved from the Gram matrices alone
+
+    # finite rows and Gram matrices, weights too large for fp32: the bound fails, the pass sees inf
+    rows = torch.zeros(2, groups.numel)
+    rows[:, 0] = 1e19  # ||g||^2 = 1e38 < 3.4e38: the Gram matrices are finite
+    gram = groups.gram(rows)
+    c.weigh(gram, TASKS[:2], groups, 3)
+    assert bool(c.gram_finite)
+    weights = torch.full((len(groups), 2), 1e20)
+    update = groups.weighted_sum(rows, weights)
+    assert not bool(c.update_finite(gram, weights, groups, update)) and passes == [groups.numel]
+    small = torch.ones(len(groups), 2)  # the same rows, weights of 1: 2e19, proved finite
+    assert bool(c.update_finite(gram, small, groups, groups.weighted_sum(rows, small))) and len(passes) == 1
