@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec "${PYTHON:-python3}" -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests "$@"
+exec "${PYTHON:-python3}" -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations 20 tests "$@"
