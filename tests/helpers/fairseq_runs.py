@@ -28,9 +28,12 @@ def task_args(corpus, task="multilingual_gradvac", directions=None, encoder_lang
     ]
 
 
+LR = "3e-3"  # the tests' training runs' --lr
+
+
 def train_args(corpus, save_dir, *extra, task="multilingual_gradvac", directions=None):
     return task_args(corpus, task, directions) + TINY_MODEL + [
-        "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
+        "--optimizer", "adam", "--lr", LR, "--lr-scheduler", "inverse_sqrt",
         "--warmup-updates", "10", "--criterion", "label_smoothed_cross_entropy",
         "--label-smoothing", "0.1", "--max-tokens", "400", "--save-dir", save_dir,
         "--log-format", "simple", "--log-interval", "5", "--no-progress-bar",

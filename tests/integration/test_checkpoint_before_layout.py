@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.helpers import ROOT, tiny_corpus
-from tests.helpers.fairseq_runs import load_checkpoint, train
+from tests.helpers.fairseq_runs import LR, load_checkpoint, train
 from tests.helpers.tolerance import assert_near
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "run_before_layout")
@@ -37,8 +37,14 @@ def test_the_old_run_resumes_as_if_it_had_never_stopped(corpus, tmp_path):
     train(corpus, str(straight), "--max-update", "6", *OPTIONS)
     a, b = (load_checkpoint(p / "checkpoint_last.pt") for p in (resumed, straight))
     assert a["optimizer_history"][-1]["num_updates"] == b["optimizer_history"][-1]["num_updates"] == 6
+    # Adam moves a parameter by about --lr per update whatever its size, so another CPU's
+    # rounding in the first 4 updates shows up as a fraction of lr x updates, not of a
+    # parameter's magnitude: measured 1.4e-5 (Intel Xeon, AVX-512 kernels) and 2.5e-5 (AVX2)
+    # against the fixture's AMD EPYC. A resume that lost Adam's moments, the learning-rate
+    # schedule or the update count moves parameters by up to lr (3e-3) at update 5.
+    bound = 0.01 * float(LR) * 6
     for name, value in b["model"].items():
-        assert_near(a["model"][name], value, 1e-4)
+        assert (a["model"][name] - value).abs().max() <= bound, name
     old, new = a["task_state"]["combiner"], b["task_state"]["combiner"]
     assert old["task_names"] == new["task_names"]
     assert torch.count_nonzero(new["phi_hat"]) > 0
