@@ -6,6 +6,7 @@ transformer's layers) make one batched matmul for the per-group Gram matrices an
 sums, instead of a Python loop over groups. Both also work on a column range of the flat
 layout (one worker's shard in the distributed exchange).
 """
+import bisect
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -95,6 +96,7 @@ class ParameterGroups:
                 offset += p.numel()
         self.numel = offset
         self._runs_cache = {}
+        self._grid_cache = {}
 
     @classmethod
     def from_named_parameters(
@@ -209,6 +211,41 @@ class ParameterGroups:
             )
         return start, stop
 
+    def _grid(self, start: int, stop: int, device: torch.device):
+        """gram()'s plan for columns [start, stop): blocks of GRAM_BLOCK columns on one grid
+        from the range's first column, whatever the groups. Returns (blocks, spans, pieces):
+        ``spans`` (group, first block, end block) of the consecutive blocks inside one group,
+        ``pieces`` (group, lo, hi) of the blocks across a group boundary and of the tail,
+        in range-local columns."""
+        key = (start, stop, device)
+        if key not in self._grid_cache:
+            length = stop - start
+            blocks = length // GRAM_BLOCK
+            ends = [o + s - start for o, s in zip(self.offsets, self.sizes)]  # range-local group ends
+            first_cols = torch.arange(blocks, dtype=torch.int64) * GRAM_BLOCK
+            ends_t = torch.tensor(ends, dtype=torch.int64)
+            first = torch.searchsorted(ends_t, first_cols, right=True).tolist()  # group of a block's first column
+            last = torch.searchsorted(ends_t, first_cols + GRAM_BLOCK - 1, right=True).tolist()
+            spans, cut = [], []
+            for b, (g, h) in enumerate(zip(first, last)):
+                if g != h:
+                    cut.append((b * GRAM_BLOCK, b * GRAM_BLOCK + GRAM_BLOCK))
+                elif spans and spans[-1][0] == g and spans[-1][2] == b:
+                    spans[-1][2] = b + 1
+                else:
+                    spans.append([g, b, b + 1])
+            if length % GRAM_BLOCK:
+                cut.append((blocks * GRAM_BLOCK, length))
+            pieces = []
+            for lo, hi in cut:
+                g = bisect.bisect_right(ends, lo)
+                while lo < hi:
+                    end = min(hi, ends[g])
+                    pieces.append((g, lo, end))
+                    lo, g = end, g + 1
+            self._grid_cache[key] = (blocks, [tuple(x) for x in spans], pieces)
+        return self._grid_cache[key]
+
     @staticmethod
     def _pieces(run: _Run, k: int, limit: int):
         """(group offset in the run, groups, first column, last column) pieces of ``run``
@@ -264,38 +301,37 @@ class ParameterGroups:
         worker's shard): then G_k covers the part of group k inside that range (zero for
         groups outside it), and the shards' Gram matrices add up to the whole one.
 
-        A group is cut into blocks of GRAM_BLOCK entries, one small [K, K] product per
-        block (a batched matmul over all blocks of a run of groups), then the blocks are
-        summed. One matmul per group, [K, size] x [size, K], is a GEMM with a huge inner
-        dimension that the CPU BLAS runs at half the memory bandwidth; blocks of K x 4096
-        stay in cache, give every thread its own blocks, and sum in a pairwise-like order
-        (more accurate in fp32 too). fp16/bf16 rows, and rows of more than 16 tasks, go
-        piece by piece, L/PIECE entries at a time.
+        The columns are cut into blocks of GRAM_BLOCK entries on one grid, one small [K, K]
+        product per block (one batched matmul over all blocks), and each group sums its
+        blocks; a block across a group boundary is split there. One matmul per group,
+        [K, size] x [size, K], is a GEMM with a huge inner dimension that the CPU BLAS runs
+        at half the memory bandwidth; blocks of K x 4096 stay in cache, give every thread its
+        own blocks, and sum block by block (more accurate in fp32 too). fp16/bf16 rows, and
+        rows of more than 16 tasks, go group by group, L/PIECE entries at a time.
         """
         start, stop = self._columns(grads, start)
         k, dtype = grads.shape[0], math_dtype(grads.dtype)
         out = torch.zeros(len(self), k, k, dtype=dtype, device=grads.device)
         limit = self._piece_limit(grads, start, stop)
-        for run in self._runs(start, stop):
-            seg = grads[:, run.start : run.start + run.count * run.size]
-            dst = out[run.first : run.first + run.count]
-            if limit is not None:
-                self._gram_pieces(seg, dst, run, dtype, limit)
-                continue
-            blocks, tail = divmod(run.size, GRAM_BLOCK)
-            if blocks == 0:  # small groups: one product per group
-                x = seg.reshape(k, run.count, run.size).transpose(0, 1).to(dtype)
-                torch.bmm(x, x.transpose(1, 2), out=dst)
-            elif tail == 0:  # every group is whole blocks: one batched matmul for the run
-                x = seg.reshape(k, run.count * blocks, GRAM_BLOCK).transpose(0, 1).to(dtype)
-                torch.sum(torch.bmm(x, x.transpose(1, 2)).view(run.count, blocks, k, k), 1, out=dst)
-            else:  # blocks, then the tail, group by group (all views, no copy in fp32)
-                for g in range(run.count):
-                    o = g * run.size
-                    x = seg[:, o : o + blocks * GRAM_BLOCK].reshape(k, blocks, GRAM_BLOCK)
-                    x = x.transpose(0, 1).to(dtype)
-                    t = seg[:, o + blocks * GRAM_BLOCK : o + run.size].to(dtype)
-                    torch.add(torch.bmm(x, x.transpose(1, 2)).sum(0), t @ t.T, out=dst[g])
+        if limit is not None:
+            for run in self._runs(start, stop):
+                seg = grads[:, run.start : run.start + run.count * run.size]
+                self._gram_pieces(seg, out[run.first : run.first + run.count], run, dtype, limit)
+            return out
+        # One grid of blocks over the whole range, one batched matmul for all of them (a view
+        # of the rows, no copy), whatever the groups: per-group or per-run products were
+        # hundreds of small matmuls at all_matrix. The blocks inside a group are summed into
+        # it in block order (deterministic on every device); the blocks across a group
+        # boundary, and the tail, are added piece by piece.
+        blocks, spans, pieces = self._grid(start, stop, grads.device)
+        if blocks:
+            x = grads[:, : blocks * GRAM_BLOCK].reshape(k, blocks, GRAM_BLOCK).transpose(0, 1)
+            products = torch.bmm(x, x.transpose(1, 2))
+            for g, a, b in spans:
+                out[g] += products[a:b].sum(0)
+        for g, lo, hi in pieces:
+            t = grads[:, lo:hi]
+            out[g].addmm_(t, t.T)
         return out
 
     def weighted_sum(
