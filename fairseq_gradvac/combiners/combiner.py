@@ -142,11 +142,10 @@ class Combiner:
         overflow either. Otherwise (an fp16 update near its range, a NaN, a method that
         reads only some columns) one pass over the update decides. The Gram matrices are
         those weigh() was given (before its non-finite rule)."""
-        if (gram is not None and self.gram_columns(groups) == (0, groups.numel)
-                and bool(self.gram_finite) and update.dtype.is_floating_point):
+        if gram is not None and self.gram_columns(groups) == (0, groups.numel) and update.dtype.is_floating_point:
             norms = gram.diagonal(dim1=1, dim2=2).double().clamp_min(0).sqrt()  # ||g_mk||, [groups, K]
             bound = (weights.double().abs() * norms).sum(1).max()  # NaN weights: not proved
-            if bool(bound <= torch.finfo(update.dtype).max / 2):
+            if bool(self.gram_finite & (bound <= torch.finfo(update.dtype).max / 2)):  # one host sync
                 return torch.ones((), dtype=torch.bool, device=update.device)
         return all_finite(update)
 

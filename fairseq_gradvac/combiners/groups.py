@@ -2,8 +2,8 @@
 
 Every combiner works per group k on the per-task gradients g_ik. The flat layout follows
 the order of the groups (a model's layers in order); consecutive groups of equal size (a
-transformer's layers) make one batched matmul for the per-group Gram matrices and weighted
-sums, instead of a Python loop over groups. Both also work on a column range of the flat
+transformer's layers) make one batched matmul for the weighted sums, instead of a Python
+loop over groups; the Gram matrices are one batched matmul over blocks of all columns. Both also work on a column range of the flat
 layout (one worker's shard in the distributed exchange).
 """
 import bisect
@@ -211,13 +211,13 @@ class ParameterGroups:
             )
         return start, stop
 
-    def _grid(self, start: int, stop: int, device: torch.device):
+    def _grid(self, start: int, stop: int):
         """gram()'s plan for columns [start, stop): blocks of GRAM_BLOCK columns on one grid
         from the range's first column, whatever the groups. Returns (blocks, spans, pieces):
         ``spans`` (group, first block, end block) of the consecutive blocks inside one group,
         ``pieces`` (group, lo, hi) of the blocks across a group boundary and of the tail,
         in range-local columns."""
-        key = (start, stop, device)
+        key = (start, stop)
         if key not in self._grid_cache:
             length = stop - start
             blocks = length // GRAM_BLOCK
@@ -323,7 +323,7 @@ class ParameterGroups:
         # hundreds of small matmuls at all_matrix. The blocks inside a group are summed into
         # it in block order (deterministic on every device); the blocks across a group
         # boundary, and the tail, are added piece by piece.
-        blocks, spans, pieces = self._grid(start, stop, grads.device)
+        blocks, spans, pieces = self._grid(start, stop)
         if blocks:
             x = grads[:, : blocks * GRAM_BLOCK].reshape(k, blocks, GRAM_BLOCK).transpose(0, 1)
             products = torch.bmm(x, x.transpose(1, 2))
