@@ -269,10 +269,11 @@ def make_batches(task, n, max_tokens, device, seed=0):
 
 
 # --------------------------------------------------------------------------- timing
-def quiet_reps(run_rep, want, max_reps, threshold, label="rep"):
+def quiet_reps(run_rep, want, max_reps, threshold, label="rep", kernel_share=False):
     """Run reps until ``want`` of them ran beside at most ``threshold`` foreign load.
 
-    run_rep(i) -> {name: (seconds, foreign, ...)}. Returns (all reps, quiet reps).
+    run_rep(i) -> {name: (seconds, foreign, ...)}, with ``kernel_share`` (seconds, foreign,
+    the kernel's share of the seconds). Returns (all reps, quiet reps).
     """
     done, quiet = [], []
     while len(quiet) < want and len(done) < max_reps:
@@ -283,7 +284,9 @@ def quiet_reps(run_rep, want, max_reps, threshold, label="rep"):
         if ok:
             quiet.append(rep)
         print(f"  {label} {len(done)}: " + ", ".join(f"{k} {r[0] * 1e3:.0f}" for k, r in rep.items())
-              + f" ms; foreign load {foreign:.0%}" + ("" if ok else " (noisy, not counted)"), flush=True)
+              + f" ms; foreign load {foreign:.0%}" + ("" if ok else " (noisy, not counted)")
+              + (f"; kernel share {', '.join(f'{r[2]:.0%}' for r in rep.values())}" if kernel_share else ""),
+              flush=True)
     return done, quiet
 
 
@@ -337,7 +340,9 @@ def print_table(size, rows, note):
 # --------------------------------------------------------------------------- many directions
 def full_batches(task, max_tokens, device, n, seed=0):
     """n of fairseq's batches of ``task`` filled to at least 80% of --max-tokens, collated
-    as the task trains on them (mixed, or one batch per direction)."""
+    as the task trains on them (mixed, or one batch per direction); and the share of real
+    target tokens among the padded ones over all of the epoch's batches (a direction's
+    batches are length-sorted within that direction alone: fewer rows, more padding)."""
     from fairseq import utils
     from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
 
@@ -345,10 +350,12 @@ def full_batches(task, max_tokens, device, n, seed=0):
     dataset = task.datasets["train"]
     batches = dataset.batch_by_size(dataset.ordered_indices(), max_tokens=max_tokens, required_batch_size_multiple=8)
     full = [b for b in batches if len(b) * max(dataset.num_tokens(int(i)) for i in b) > 0.8 * max_tokens]
+    target = dataset.sizes[:, 1]
+    fill = sum(int(target[b].sum()) for b in batches) / sum(len(b) * int(target[b].max()) for b in batches)
     random.Random(seed).shuffle(full)
     move = utils.move_to_cuda if device.type == "cuda" else (lambda x: x)
     collate = SampledMultiDataset.collater if task.__class__.__name__ == "TranslationMultiSimpleEpochTask" else type(dataset).collater
-    return [move(collate(dataset, [dataset[int(i)] for i in b])) for b in full[:n]]
+    return [move(collate(dataset, [dataset[int(i)] for i in b])) for b in full[:n]], fill
 
 
 def bench_directions(k, shape, args, device, sync):
@@ -358,19 +365,23 @@ def bench_directions(k, shape, args, device, sync):
     from fairseq_gradvac.data import synthetic_corpus
 
     root = os.path.join(args.workdir_path, f"k{k}-vocab{shape['vocab']}")
-    corpus = synthetic_corpus.build(root, directions=k, rows=2000, min_rows=200, min_len=12, max_len=36,
-                                    vocab=shape["vocab"])
+    corpus = synthetic_corpus.build(root, directions=k, rows=args.rows, min_rows=args.rows // 10, min_len=12,
+                                    max_len=36, vocab=shape["vocab"])
     variants = [
         Variant("stock", corpus, shape, "translation_multi_simple_epoch", None, None, args.max_tokens, device),
         Variant("split", corpus, shape, "multilingual_gradvac", "gradvac", "all_layer", args.max_tokens, device),
         Variant("single", corpus, shape, "multilingual_gradvac", "gradvac", "all_layer", args.max_tokens, device,
                 batching="single"),
     ]
-    batches = {v.label: full_batches(v.task, args.max_tokens, device, args.batches) for v in variants}
+    batches, fill = {}, {}
+    for v in variants:
+        batches[v.label], fill[v.label] = full_batches(v.task, args.max_tokens, device, args.batches)
     per_batch = statistics.mean(len(b) for b in batches["split"])
     single_tokens = statistics.mean(b["ntokens"] for batch in batches["single"] for b in batch.values())
     print(f"\nK={k}: {len(batches['stock'])} batches per variant; target tokens per batch: stock/split "
-          f"{statistics.mean(b['ntokens'] for b in batches['stock']):.0f}, single {single_tokens:.0f}; a split "
+          f"{statistics.mean(b['ntokens'] for b in batches['stock']):.0f}, single {single_tokens:.0f}; real target "
+          f"tokens per padded one over an epoch's batches: stock {fill['stock']:.4f}, single {fill['single']:.4f} "
+          f"({args.rows} to {args.rows // 10} training rows per direction); a split "
           f"batch holds {per_batch:.1f} directions on average", flush=True)
     for v in variants:
         v.update(batches[v.label][0], sync)  # warm-up
@@ -392,10 +403,12 @@ def bench_directions(k, shape, args, device, sync):
             batch = batch_of(i)
             tokens = batch["ntokens"] if "net_input" in batch else sum(b["ntokens"] for b in batch.values())
             seconds, foreign = v.update(batch, sync)
-            out[label] = (seconds * 1000 / tokens, foreign)  # (printed as ms per 1,000 tokens)
+            # (printed as ms per 1,000 tokens, with the kernel's share: page faults, mostly)
+            out[label] = (seconds * 1000 / tokens, foreign, v.last_sys / seconds)
         return {label: out[label] for label in labels}
 
-    done, quiet = quiet_reps(run_rep, args.reps, args.max_reps, args.quiet, label=f"K={k} per 1,000 tokens, rep")
+    done, quiet = quiet_reps(run_rep, args.reps, args.max_reps, args.quiet, label=f"K={k} per 1,000 tokens, rep",
+                               kernel_share=True)
     used = quiet if len(quiet) >= min(3, args.reps) else done
     rows = [(label, statistics.median(r[label][0] for r in used) * 1e3,
              statistics.median(r[label][0] / r["stock"][0] for r in used)) for label in labels]
@@ -535,9 +548,6 @@ def profile(size, variants, batches, args, sync):
     stock = next(v for v in variants if v.label == "stock")
     ours = next(v for v in variants if v.label == "gradvac all_layer")
 
-    def phases(v, batch):
-        return _phases(v, batch, sync)
-
     def split_control(batch):
         """The K per-direction forward/backward passes alone, each into fresh .grad tensors."""
         sync()
@@ -557,7 +567,7 @@ def profile(size, variants, batches, args, sync):
     def run_rep(i):
         mixed, split = batches[i % len(batches)]
         out = {}
-        for name, fn in [("stock", lambda: phases(stock, mixed)), ("ours", lambda: phases(ours, split)),
+        for name, fn in [("stock", lambda: _phases(stock, mixed, sync)), ("ours", lambda: _phases(ours, split, sync)),
                          ("control", lambda: split_control(split))][:: 1 if i % 2 else -1]:
             bucket, foreign = fn()
             buckets.setdefault(name, []).append(bucket)
@@ -623,6 +633,9 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--batches", type=int, default=4, help="distinct batches cycled over the reps")
     parser.add_argument("--max-tokens", type=int, default=None, help="batch size (default 4096; --quick 1024)")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="--directions: training rows of the largest direction, the smallest a tenth "
+                             "(default 20000; --quick 2000)")
     parser.add_argument("--profile", action="store_true", help="also break the time down (phases, ops)")
     parser.add_argument("--profile-reps", type=int, default=3, help="quiet updates per phase breakdown")
     parser.add_argument("--profile-ops", type=int, default=16, help="ops listed in the torch.profiler diff")
@@ -646,6 +659,7 @@ def main():
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sizes = ["tiny"] if args.quick else (args.sizes or "small,base").split(",")
     args.max_tokens = args.max_tokens or (1024 if args.quick else 4096)
+    args.rows = args.rows or (2000 if args.quick else 20000)
     default_reps = {"tiny": 3, "small": 15, "base": 7}
     if args.threads:
         torch.set_num_threads(args.threads)

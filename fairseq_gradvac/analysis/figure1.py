@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 
+from ..gradients.similarity import SIDE_AGGREGATES
 from . import languages
 from .plotting import clustered_heatmap, fmt
-from .records import KINDS, SIDES, language_matrix, only_updates, pair_means, updates_of
+from .records import KINDS, language_matrix, only_updates, pair_means, updates_of
 
 
 def cluster(matrix):
@@ -37,7 +38,7 @@ def figure1(series, report, permutations, seed, max_checkpoints=12):
     matrix over all updates and, when at most ``max_checkpoints`` updates were recorded
     (a probe of checkpoints), at each update alone."""
     statistics = {}
-    for side, group in SIDES.items():
+    for side, group in SIDE_AGGREGATES.items():
         means = pair_means(series, group)
         if not means:
             report.skip(f"Figure 1 ({side})", f"no '{group}' rows in similarity.csv")

@@ -9,9 +9,10 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..gradients.similarity import AGGREGATES
 from .figure1 import MIN_LANGUAGES, too_few_languages
 from .plotting import Report, fmt, pyplot
-from .records import SIDES, language_of, pair_kind, pair_means, read_similarity
+from .records import language_of, pair_kind, pair_means, read_similarity
 
 
 def x_en_vs_en_x(series, group):
@@ -58,7 +59,7 @@ def figure2a(series, report):
     """cos(x-en, y-en) against cos(en-x, en-y) per language pair, with the paired tests;
     ``series`` holds the xx-en and en-xx pairs (one model with both, or the two models' merged
     by ``merge_models``). Returns the tests' rows."""
-    panels = [(g, x_en_vs_en_x(series, g)) for g in ("model",) + tuple(SIDES.values())]
+    panels = [(g, x_en_vs_en_x(series, g)) for g in AGGREGATES]
     panels = [(g, rows) for g, rows in panels if rows]
     if not panels:
         report.skip("Figure 2a", "no language pair with both cos(x-en, y-en) and cos(en-x, en-y)")

@@ -5,14 +5,15 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..gradients.similarity import SIDE_AGGREGATES
 from .plotting import color_scale, fmt, pyplot
-from .records import KINDS, SIDES, layer_groups, pair_kind, pair_means
+from .records import KINDS, layer_groups, pair_kind, pair_means
 
 
 def encoder_vs_decoder(series):
     """[(side, kind of pair, mean over pairs of the mean over updates, pairs)]."""
     rows = []
-    for side, group in SIDES.items():
+    for side, group in SIDE_AGGREGATES.items():
         means = pair_means(series, group)
         for kind in KINDS + ("other", "all"):
             values = [v for p, v in means.items() if kind in ("all", pair_kind(p))]

@@ -6,10 +6,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..combiners.parameter_names import SIDES as _SIDES, parse_layer
+from ..combiners.parameter_names import parse_layer
 
-
-SIDES = {side: f"{side}_layers" for side in _SIDES}  # the aggregates of gradients/similarity.py
 KINDS = ("xx-en", "en-xx")
 
 

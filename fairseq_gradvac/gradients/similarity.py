@@ -20,9 +20,10 @@ import torch
 
 from ..combiners.cosine import gram_cosines
 from ..combiners.groups import ParameterGroups, group_key
-from ..combiners.parameter_names import is_embedding, side_of
+from ..combiners.parameter_names import SIDES, is_embedding, side_of
 
-AGGREGATES = ("model", "encoder_layers", "decoder_layers")
+SIDE_AGGREGATES = {side: f"{side}_layers" for side in SIDES}  # a side's layers, embeddings left out
+AGGREGATES = ("model", *SIDE_AGGREGATES.values())
 
 COLUMNS = ("update", "a", "b", "group", "cosine", "norm_a", "norm_b", "ntokens_a", "ntokens_b")
 
@@ -32,7 +33,7 @@ def aggregates_of(name: str) -> List[str]:
     out = ["model"]
     side = side_of(name)
     if side is not None and not is_embedding(name):
-        out.append(f"{side}_layers")
+        out.append(SIDE_AGGREGATES[side])
     return out
 
 

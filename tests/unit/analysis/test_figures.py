@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fairseq_gradvac.analysis import figure2, figures, languages, plotting, records
+from fairseq_gradvac.gradients.similarity import SIDE_AGGREGATES
 from tests.helpers.fairseq_runs import ROOT
 
 GENERA = {"fr": "R", "es": "R", "it": "R", "pt": "R", "de": "G", "nl": "G", "sv": "G", "da": "G",
@@ -100,7 +101,7 @@ def test_figure1_is_the_mean_over_updates_clustered_by_planted_genus(run, side, 
     table = read_csv(root / "figures" / f"fig1_{side}_{kind}.csv")
     codes = table[0][1:]
     assert [r[0] for r in table[1:]] == codes and sorted(codes) == sorted(GENERA)
-    means = hand_means(rows, records.SIDES[side])
+    means = hand_means(rows, SIDE_AGGREGATES[side])
     name = (lambda x: f"{x}-en") if kind == "xx-en" else (lambda x: f"en-{x}")
     for i, x in enumerate(codes):
         for j, y in enumerate(codes):
