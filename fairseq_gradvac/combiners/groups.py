@@ -3,8 +3,9 @@
 Every combiner works per group k on the per-task gradients g_ik. The flat layout follows
 the order of the groups (a model's layers in order); consecutive groups of equal size (a
 transformer's layers) make one batched matmul for the weighted sums, instead of a Python
-loop over groups; the Gram matrices are one batched matmul over blocks of all columns. Both also work on a column range of the flat
-layout (one worker's shard in the distributed exchange).
+loop over groups; the Gram matrices are one batched matmul over blocks of all columns.
+Both also work on a column range of the flat layout (one worker's shard in the distributed
+exchange).
 """
 import bisect
 from dataclasses import dataclass
@@ -222,12 +223,10 @@ class ParameterGroups:
             length = stop - start
             blocks = length // GRAM_BLOCK
             ends = [o + s - start for o, s in zip(self.offsets, self.sizes)]  # range-local group ends
-            first_cols = torch.arange(blocks, dtype=torch.int64) * GRAM_BLOCK
-            ends_t = torch.tensor(ends, dtype=torch.int64)
-            first = torch.searchsorted(ends_t, first_cols, right=True).tolist()  # group of a block's first column
-            last = torch.searchsorted(ends_t, first_cols + GRAM_BLOCK - 1, right=True).tolist()
             spans, cut = [], []
-            for b, (g, h) in enumerate(zip(first, last)):
+            for b in range(blocks):  # g, h: the groups of the block's first and last column
+                g = bisect.bisect_right(ends, b * GRAM_BLOCK)
+                h = bisect.bisect_right(ends, b * GRAM_BLOCK + GRAM_BLOCK - 1)
                 if g != h:
                     cut.append((b * GRAM_BLOCK, b * GRAM_BLOCK + GRAM_BLOCK))
                 elif spans and spans[-1][0] == g and spans[-1][2] == b:
