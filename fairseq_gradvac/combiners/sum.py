@@ -39,6 +39,11 @@ class SumCombiner(Combiner):
                 f"--direction-weights names {', '.join(unknown)}, which are not training "
                 f"directions ({', '.join(directions)})"
             )
+        if directions and all(weights.get(d, 1.0) == 0 for d in directions):
+            raise ValueError(
+                f"--direction-weights gives every training direction ({', '.join(directions)}) "
+                "weight 0: every update would be zero; give at least one a positive weight"
+            )
         return cls(weights)
 
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):

@@ -232,6 +232,13 @@ def test_direction_weights_are_checked():
         combiner_from_args(_parse("--gradient-combiner", "sum", "--direction-weights", "fr-en:2"), ["en-fr"])
     with pytest.raises(ValueError, match="--direction-weights applies to sum, not gradvac"):
         combiner_from_args(_parse("--direction-weights", "en-fr:2"), ["en-fr"])
+    pairs = ["en-fr", "fr-en", "en-cs", "cs-en"]
+    with pytest.raises(ValueError, match="--direction-weights gives every training direction"):
+        combiner_from_args(_parse("--gradient-combiner", "sum", "--direction-weights",
+                                  "en-fr:0,fr-en:0,en-cs:0,cs-en:0"), pairs)
+    # one direction left with its default weight 1 trains
+    assert combiner_from_args(_parse("--gradient-combiner", "sum", "--direction-weights",
+                                     "en-fr:0,fr-en:0,en-cs:0"), pairs).direction_weights["en-fr"] == 0
 
 
 @pytest.mark.parametrize("name", GRAMIAN)

@@ -1,0 +1,1 @@
+"""The per-direction gradients of a step and their exchange between workers."""
