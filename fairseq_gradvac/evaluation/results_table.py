@@ -1,6 +1,7 @@
 """Table 1 of the paper from evaluated runs: BLEU and chrF per direction, En->Any / Any->En
-averages, the High/Med/Low data-imbalance table, the zero-shot directions, and each method
-against a baseline by sacrebleu's paired bootstrap test on every seed's test outputs.
+averages, the High/Med/Low data-imbalance table (and its differences to the baseline beside
+the paper's), the zero-shot directions, and each method against a baseline: per seed by a
+two-sided paired bootstrap on the test sentences, across seeds by a paired t-test.
 
     python -m fairseq_gradvac.evaluation.results_table RUNS_DIR --high fr,cs --med tr --low hi \
         --zero-shot fr-cs,cs-fr --baseline multilingual_t5 --out RUNS_DIR/table1
@@ -13,14 +14,26 @@ the budget (RUN/half/bleu.json) instead. Cells are the mean ± the standard devi
 seeds (n - 1 in the denominator); a cell resting on fewer seeds than its row has (a seed
 without one of the cell's directions) says so, "(n=2)". With ``--expect ROW,... --seeds
 1,2,3`` the runs not there yet are listed and their rows marked "missing". A bundle trained
-to another budget than RUNS_DIR/budget.json's is refused. The significance tables compare each run with the baseline run of the same
-seed on each direction's test set (the hypotheses evaluate keeps): sacrebleu's paired
-bootstrap resampling (sacrebleu.significance.PairedTest, test_type "bs"; its seed,
-SACREBLEU_SEED, default 12345), p < --alpha counted per seed. RUNS_DIR/data.json
-(fairseq_gradvac.evaluation.sampling_shares) and RUNS_DIR/budget.json (fairseq_gradvac.evaluation.budget) are
-shown when present.
+to another budget than RUNS_DIR/budget.json's is refused.
+
+Each run is compared with the baseline run of the same seed:
+- per seed and direction, on the test outputs evaluate keeps: the test sentences resampled
+  with replacement (the same resamples for both systems, sacrebleu's corpus BLEU and chrF
+  from their sentence statistics), d* = system* - baseline*; two-sided p = the share of
+  resamples with |d* - mean d*| >= |d| (Koehn 2004; Efron & Tibshirani 1993, ch. 16) and
+  the 2.5/97.5 percentiles of d* as the difference's 95% interval; seeded by SACREBLEU_SEED
+  (default 12345). sacrebleu 2.6's own paired bootstrap centres |d*| instead, about a
+  one-sided test.
+- across seeds, for every cell (a direction, En->Any, Any->En, the zero-shot average): a
+  two-sided paired t-test over the seeds' differences (scipy.stats.ttest_rel) and the mean
+  difference's t-based 95% interval.
+Both are Holm-corrected over a row's tests (per seed: its directions x metrics; across
+seeds: its cells x metrics). RUNS_DIR/data.json (fairseq_gradvac.evaluation.sampling_shares)
+and RUNS_DIR/budget.json (fairseq_gradvac.evaluation.budget) are shown when present, and the
+paper's imbalance numbers (--paper) beside the runs' differences to the baseline.
 """
 import argparse
+import functools
 import glob
 import json
 import math
@@ -135,14 +148,19 @@ def check_budgets(runs_dir):
                              f"budget ({path}) is {budget} updates: remove that bundle or the budget")
 
 
-def collect(runs_dir, metric="bleu", at=""):
-    """{(row, sampling): [ {direction: score} per seed, in seed order ]}"""
+def collect_seeds(runs_dir, metric="bleu", at=""):
+    """{(row, sampling): {seed: {direction: score}}}: the seeds kept for the paired tests."""
     runs = {}
     for key, seeds in run_folders(runs_dir, at).items():
-        scores = [load_run(seeds[s], metric, at) for s in sorted(seeds)]
-        if any(scores):
+        scores = {s: load_run(seeds[s], metric, at) for s in sorted(seeds)}
+        if any(scores.values()):
             runs[key] = scores
     return runs
+
+
+def collect(runs_dir, metric="bleu", at=""):
+    """{(row, sampling): [ {direction: score} per seed, in seed order ]}"""
+    return {key: list(seeds.values()) for key, seeds in collect_seeds(runs_dir, metric, at).items()}
 
 
 def _mean(xs):
@@ -179,7 +197,8 @@ def _seed_cell(seeds, directions):
 
 
 def _present(runs):
-    return {d for seeds in runs.values() for s in seeds for d in s}
+    """The directions any seed of any run has (runs as collect or collect_seeds give them)."""
+    return {d for seeds in runs.values() for s in (seeds.values() if isinstance(seeds, dict) else seeds) for d in s}
 
 
 def _label(row):
@@ -247,54 +266,140 @@ def zero_shot_table(runs, zero_shot):
     return "\n".join([head, "|---|---|" + "---:|" * len(zero_shot)] + rows)
 
 
-def paired_bootstrap(baseline_file, system_file, reference_file, n_samples=1000):
-    """{metric: (baseline score, system score, p-value, signature)} of sacrebleu's paired
-    bootstrap resampling test (BLEU and chrF) of two systems' outputs on one test set."""
+def _bootstrap_seed():
+    """sacrebleu's own seed for its resampling: SACREBLEU_SEED, 12345 unless set, "none" for
+    a fresh one."""
+    seed = os.environ.get("SACREBLEU_SEED", "12345")
+    return None if seed.lower() == "none" else int(seed)
+
+
+@functools.lru_cache(maxsize=4)
+def resample_counts(n, n_samples, seed):
+    """How often each of ``n`` sentences is drawn in each of ``n_samples`` resamples (a row
+    per resample), drawn as sacrebleu draws them: one matrix product then gives every
+    resample's summed sentence statistics."""
+    import numpy as np
+
+    picks = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True)
+    flat = (picks + n * np.arange(n_samples)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_samples * n).reshape(n_samples, n).astype(float)
+
+
+@functools.lru_cache(maxsize=None)
+def _metric(name):
+    """One sacrebleu metric object per metric (sacrebleu's defaults, as evaluate scores)."""
     from sacrebleu.metrics import BLEU, CHRF
-    from sacrebleu.significance import PairedTest
+
+    return {"bleu": BLEU, "chrf": CHRF}[name]()
+
+
+@functools.lru_cache(maxsize=256)
+def sentence_statistics(metric, hypotheses_file, reference_file):
+    """sacrebleu's sufficient statistics of every sentence (a row each) of one test output:
+    a corpus score is a function of their sum. Cached: a baseline meets every row."""
+    import numpy as np
 
     from .evaluate import read_lines
 
-    refs, base, system = (read_lines(f) for f in (reference_file, baseline_file, system_file))
-    if not len(refs) == len(base) == len(system):
-        raise ValueError(f"{baseline_file}, {system_file} and {reference_file} have "
-                         f"{len(base)}, {len(system)} and {len(refs)} lines")
-    test = PairedTest([("baseline", base), ("system", system)], {"BLEU": BLEU(), "chrF": CHRF()},
-                      [refs], test_type="bs", n_samples=n_samples)
-    signatures, scores = test()
-    names = [n for n in scores if n != "System"]  # sacrebleu's names: BLEU, chrF2
-    return {key: (scores[name][0].score, scores[name][1].score, scores[name][1].p_value,
-                  str(signatures[name])) for key, name in zip(METRICS, names)}
+    hyps, refs = read_lines(hypotheses_file), read_lines(reference_file)
+    if len(hyps) != len(refs):
+        raise ValueError(f"{hypotheses_file} has {len(hyps)} lines, {reference_file} {len(refs)}")
+    return np.array(_metric(metric)._extract_corpus_statistics(hyps, [refs]), dtype=float)
+
+
+def corpus_scores(metric, stats):
+    """The corpus score of each row of summed sentence statistics."""
+    import numpy as np
+
+    m = _metric(metric)
+    return np.array([m._compute_score_from_stats(row).score for row in np.atleast_2d(stats)])
+
+
+def paired_bootstrap(baseline_file, system_file, reference_file, n_samples=1000, seed=12345):
+    """{metric: {baseline, system, delta, p, ci, signature}}: the two-sided paired bootstrap
+    (Koehn 2004; Efron & Tibshirani 1993, ch. 16) of two systems' outputs on one test set.
+    Both are scored on the same resamples of the sentences, d* = system* - baseline*; under
+    the null hypothesis d* varies around 0, so p is the share of resamples with
+    |d* - mean d*| >= |d| (centring d*, not |d*| as sacrebleu 2.6 does: its p is about a
+    one-sided test's); ci, the 2.5 and 97.5 percentiles of d*, is the difference's 95%
+    interval."""
+    import numpy as np
+
+    out = {}
+    for metric in METRICS:
+        base = sentence_statistics(metric, baseline_file, reference_file)
+        system = sentence_statistics(metric, system_file, reference_file)
+        counts = resample_counts(len(base), n_samples, seed)
+        b, s = (float(x) for x in corpus_scores(metric, [base.sum(0), system.sum(0)]))
+        d = corpus_scores(metric, counts @ system) - corpus_scores(metric, counts @ base)
+        signature = _metric(metric).get_signature()
+        signature.update("seed", str(seed).lower())
+        signature.update("bs", n_samples)
+        out[metric] = {"baseline": b, "system": s, "delta": s - b,
+                       "p": float(np.mean(np.abs(d - d.mean()) >= abs(s - b))),
+                       "ci": [float(x) for x in np.percentile(d, [2.5, 97.5])], "signature": str(signature)}
+    return out
+
+
+def holm(p_values):
+    """Holm's step-down adjusted p-values (Holm 1979): the k-th smallest p times (m - k + 1),
+    made monotone. Adjusted p < alpha keeps the chance of any false finding among the m tests
+    at most alpha, however they depend on each other."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - k) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _holm_by(tests, key):
+    """Adds "p_holm" to each test, Holm-adjusted within the family ``key(test)`` names; a
+    test without a p (one seed) is in no family."""
+    families = defaultdict(list)
+    for t in tests:
+        if t["p"] is not None:
+            families[key(t)].append(t)
+    for family in families.values():
+        for t, p in zip(family, holm([t["p"] for t in family])):
+            t["p_holm"] = p
+    return tests
 
 
 def significance(runs_dir, baseline, n_samples=1000, at=""):
     """Each run against the baseline run of the same seed, on every direction both kept the
-    test outputs of (on the same reference file): [{row, sampling, seed, direction, metric,
-    baseline, system, delta, p}]."""
+    test outputs of (on the same reference file), by the paired bootstrap: [{row, sampling,
+    seed, direction, metric, baseline, system, delta, p, ci, p_holm, signature}], p_holm
+    Holm-adjusted over the row's tests in that seed."""
     folders = run_folders(runs_dir, at)
     base_key = tuple(baseline.rsplit("_", 1))
     if base_key not in folders:
         return []
+    seed = _bootstrap_seed()
     tests = []
     for key in sorted(folders, key=_row_order):
         if key == base_key:
             continue
-        for seed in sorted(set(folders[key]) & set(folders[base_key])):
-            base_files, files = test_outputs(folders[base_key][seed], at), test_outputs(folders[key][seed], at)
+        for s in sorted(set(folders[key]) & set(folders[base_key])):
+            base_files, files = test_outputs(folders[base_key][s], at), test_outputs(folders[key][s], at)
             for d, (hyp, ref) in files.items():
                 if d not in base_files or os.path.abspath(base_files[d][1]) != os.path.abspath(ref):
                     continue
-                for metric, (b, s, p, sig) in paired_bootstrap(base_files[d][0], hyp, ref, n_samples).items():
-                    tests.append({"row": key[0], "sampling": key[1], "seed": seed, "direction": d,
-                                  "metric": metric, "baseline": round(b, 2), "system": round(s, 2),
-                                  "delta": round(s - b, 2), "p": p, "signature": sig})
-    return tests
+                for metric, r in paired_bootstrap(base_files[d][0], hyp, ref, n_samples, seed).items():
+                    tests.append({"row": key[0], "sampling": key[1], "seed": s, "direction": d, "metric": metric, **r})
+    return _holm_by(tests, lambda t: (t["row"], t["sampling"], t["seed"]))
+
+
+def _signs(values):
+    return "".join("+" if v > 0 else "-" if v < 0 else "0" for v in values)
 
 
 def significance_tables(tests, baseline, alpha=0.05):
     """Per metric: method x direction, the mean difference to the baseline over seeds and
     how many seeds' differences are significant (p < alpha) in that direction (+ better,
-    - worse); bold where every seed's is, in the same direction. Then the list of those."""
+    - worse), before and after Holm; bold where every seed's is after Holm. Then, per row,
+    the number of tests and of significant ones per seed, and the cells significant in
+    every seed before correction, each seed's difference with its interval."""
     if not tests:
         return "No paired tests (no baseline run, or no kept test outputs).\n"
     by = defaultdict(list)
@@ -304,7 +409,8 @@ def significance_tables(tests, baseline, alpha=0.05):
     methods = list(dict.fromkeys((t["row"], t["sampling"]) for t in tests))
     lines, everywhere = [], []
     for metric, name in METRICS.items():
-        lines += [f"### {name}: difference to {baseline} (seeds with p < {alpha:g}: better+ / worse-)", "",
+        lines += [f"### {name}: difference to {baseline} (seeds with p < {alpha:g}: better+ / worse-, "
+                  "uncorrected; then after Holm)", "",
                   "| row | T | " + " | ".join(directions) + " |", "|---|---|" + "---:|" * len(directions)]
         for row, sampling in methods:
             cells = []
@@ -313,21 +419,175 @@ def significance_tables(tests, baseline, alpha=0.05):
                 if not seeds:
                     cells.append("-")
                     continue
-                up = sum(t["p"] < alpha and t["delta"] > 0 for t in seeds)
-                down = sum(t["p"] < alpha and t["delta"] < 0 for t in seeds)
-                cell = f"{_mean([t['delta'] for t in seeds]):+.2f} ({up}+ {down}-/{len(seeds)})"
-                if len(seeds) in (up, down):
+                mean = _mean([t["delta"] for t in seeds])
+                counts = {}
+                for p in ("p", "p_holm"):
+                    counts[p] = (sum(t[p] < alpha and t["delta"] > 0 for t in seeds),
+                                 sum(t[p] < alpha and t["delta"] < 0 for t in seeds))
+                (up, down), (hup, hdown) = counts["p"], counts["p_holm"]
+                cell = f"{mean:+.2f} ({up}+ {down}-; Holm {hup}+ {hdown}- /{len(seeds)})"
+                if len(seeds) in (hup, hdown):
                     cell = f"**{cell}**"
-                    everywhere.append(f"{name} {d}: {_label(row)} T={sampling[1:]} "
-                                      f"{'better' if up else 'worse'} in all {len(seeds)} seeds "
-                                      f"(mean {_mean([t['delta'] for t in seeds]):+.2f})")
+                if len(seeds) in (up, down):
+                    each = ", ".join(f"{t['delta']:+.2f} [{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}] p {t['p']:.3f}"
+                                     for t in seeds)
+                    everywhere.append(f"{name} {d}: {_label(row)} T={sampling[1:]} {'better' if up else 'worse'} "
+                                      f"in all {len(seeds)} seeds (mean {mean:+.2f}; {each}); after Holm in "
+                                      f"{max(hup, hdown)} of {len(seeds)}")
                 cells.append(cell)
             lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append(f"Significant (p < {alpha:g}) in the same direction in every seed:")
+    lines += [f"Tests per row and seed (Holm's family: the row's directions x BLEU, chrF) and those with "
+              f"p < {alpha:g}, uncorrected / after Holm, per seed:", ""]
+    for row, sampling in methods:
+        family = defaultdict(list)
+        for t in tests:
+            if (t["row"], t["sampling"]) == (row, sampling):
+                family[t["seed"]].append(t)
+        lines.append(f"- {_label(row)} T={sampling[1:]}: " + "; ".join(
+            f"seed {s}: {sum(t['p'] < alpha for t in ts)} / {sum(t['p_holm'] < alpha for t in ts)} of {len(ts)}"
+            for s, ts in sorted(family.items())))
+    lines += ["", f"Significant (p < {alpha:g}, uncorrected) in the same direction in every seed "
+              "(difference [95% interval] p, per seed):"]
     lines += [f"- {e}" for e in everywhere] or ["- none"]
     signatures = dict.fromkeys((METRICS[t["metric"]], t["signature"]) for t in tests)
-    lines += ["", "sacreBLEU paired-test signatures: " + "; ".join(f"{m} `{s}`" for m, s in signatures)]
+    lines += ["", "sacreBLEU metric signatures (with the resampling): " +
+              "; ".join(f"{m} `{s}`" for m, s in signatures)]
+    return "\n".join(lines) + "\n"
+
+
+def paired_t(system, baseline):
+    """(mean difference, its t-based 95% interval, two-sided p) of a paired t-test over the
+    seeds (scipy.stats.ttest_rel): each seed's run against the baseline run of that seed, so
+    what varies with the seed (initialisation, batch order) cancels. Three seeds give two
+    degrees of freedom: a wide interval and little power. With one seed there is no test."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.subtract(system, baseline, dtype=float)
+    if len(d) < 2:
+        return float(d.mean()), None, None
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    p = float(stats.ttest_rel(system, baseline).pvalue)
+    return float(d.mean()), [float(d.mean() - half), float(d.mean() + half)], None if math.isnan(p) else p
+
+
+def seed_cells(langs, zero_shot, present):
+    """The cells the seeds are compared on: the averages, then each direction, as Table 1
+    orders them."""
+    en_any = [f"en-{l}" for l in langs if f"en-{l}" in present]
+    any_en = [f"{l}-en" for l in langs if f"{l}-en" in present]
+    zero = [d for d in zero_shot if d in present]
+    cells = {name: ds for name, ds in (("En->Any avg", en_any), ("Any->En avg", any_en), ("zero-shot avg", zero)) if ds}
+    directions = [d for l in langs for d in (f"en-{l}", f"{l}-en") if d in present] + zero
+    return {**cells, **{d: [d] for d in directions}}
+
+
+def paired_seeds(scores, baseline, langs, zero_shot):
+    """Each row against the baseline across seeds, per metric and cell: [{row, sampling,
+    metric, cell, seeds, differences, mean, ci, p, p_holm}], p_holm Holm-adjusted over the
+    row's cells and metrics. ``scores``: {metric: collect_seeds(...)}."""
+    base_key = tuple(baseline.rsplit("_", 1))
+    tests = []
+    for metric, runs in scores.items():
+        if base_key not in runs:
+            continue
+        base = runs[base_key]
+        cells = seed_cells(langs, zero_shot, _present(runs))
+        for key in sorted(runs, key=_row_order):
+            if key == base_key:
+                continue
+            for cell, ds in cells.items():
+                seeds = [s for s in sorted(set(runs[key]) & set(base))
+                         if all(d in runs[key][s] and d in base[s] for d in ds)]
+                if not seeds:
+                    continue
+                system = [_mean([runs[key][s][d] for d in ds]) for s in seeds]
+                baseline_scores = [_mean([base[s][d] for d in ds]) for s in seeds]
+                mean, ci, p = paired_t(system, baseline_scores)
+                tests.append({"row": key[0], "sampling": key[1], "metric": metric, "cell": cell, "seeds": seeds,
+                              "differences": [a - b for a, b in zip(system, baseline_scores)],
+                              "mean": mean, "ci": ci, "p": p})
+    return _holm_by(tests, lambda t: (t["row"], t["sampling"]))
+
+
+def paired_seeds_tables(tests, baseline, alpha=0.05):
+    """Per metric: cell x row, the mean difference to the baseline over the seeds with its
+    95% interval, the paired t-test's p and each seed's sign; bold where p < alpha after
+    Holm. Then, per row, the number of tests and of significant ones."""
+    if not tests:
+        return "No runs paired with the baseline by seed.\n"
+    rows = list(dict.fromkeys((t["row"], t["sampling"]) for t in tests))
+    lines = []
+    for metric, name in METRICS.items():
+        by = {(t["row"], t["sampling"], t["cell"]): t for t in tests if t["metric"] == metric}
+        cells = list(dict.fromkeys(t["cell"] for t in tests if t["metric"] == metric))
+        if not cells:
+            continue
+        lines += [f"### {name}: difference to {baseline}, mean over seeds [95% interval], p, each seed's sign", "",
+                  "| cell | " + " | ".join(f"{_label(r)} T={s[1:]}" for r, s in rows) + " |",
+                  "|---|" + "---:|" * len(rows)]
+        for cell in cells:
+            out = []
+            for r, s in rows:
+                t = by.get((r, s, cell))
+                if t is None:
+                    out.append("-")
+                elif t["ci"] is None:
+                    out.append(f"{t['mean']:+.2f} (n={len(t['seeds'])})")
+                else:
+                    p = "-" if t["p"] is None else f"{t['p']:.3f}"
+                    text = f"{t['mean']:+.2f} [{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}] p {p} {_signs(t['differences'])}"
+                    out.append(f"**{text}**" if t.get("p_holm", 1) < alpha else text)
+            lines.append(f"| {cell} | " + " | ".join(out) + " |")
+        lines.append("")
+    lines += [f"Tests per row (Holm's family: the row's cells x BLEU, chrF) and those with p < {alpha:g}, "
+              "uncorrected / after Holm:", ""]
+    for r, s in rows:
+        tested = [t for t in tests if (t["row"], t["sampling"]) == (r, s) and t["p"] is not None]
+        seeds = sorted({len(t["seeds"]) for t in tests if (t["row"], t["sampling"]) == (r, s)})
+        lines.append(f"- {_label(r)} T={s[1:]}: {sum(t['p'] < alpha for t in tested)} / "
+                     f"{sum(t['p_holm'] < alpha for t in tested)} of {len(tested)} (seeds: "
+                     f"{', '.join(map(str, seeds))})")
+    return "\n".join(lines) + "\n"
+
+
+def imbalance_differences(scores, levels, baseline, paper=None):
+    """``scores``: collect_seeds(...). Each row's difference to the baseline per side and resource level, the mean over the
+    seeds both have of the per-seed differences (unrounded until printed), beside the
+    paper's where it has that row (``paper``: {"source": ..., "rows": {ROW_SAMPLING: {side:
+    {level: difference}}}}, the committed paper_imbalance.json)."""
+    base_key = tuple(baseline.rsplit("_", 1))
+    if base_key not in scores:
+        return ""
+    base, present = scores[base_key], _present(scores)
+    sides = {side: {name: [fmt.format(l) for l in ls] for name, ls in levels.items() if ls}
+             for side, fmt in (("Any->En", "{}-en"), ("En->Any", "en-{}"))}
+    sides = {side: {**groups, "All": [d for ds in groups.values() for d in ds]}
+             for side, groups in sides.items() if present & {d for ds in groups.values() for d in ds}}
+    head = [f"{side} {level}" for side, groups in sides.items() for level in groups]
+    lines = ["| | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    paper_rows = (paper or {}).get("rows", {})
+    for key in sorted(scores, key=_row_order):
+        if key == base_key:
+            continue
+        label = "T=" + key[1][1:] if key[0] == "multilingual" else f"{_label(key[0])} T={key[1][1:]}"
+        cells = []
+        for groups in sides.values():
+            for ds in groups.values():
+                diffs = [_mean([scores[key][s][d] for d in ds]) - _mean([base[s][d] for d in ds])
+                         for s in sorted(set(scores[key]) & set(base))
+                         if all(d in scores[key][s] and d in base[s] for d in ds)]
+                cell = f"{_mean(diffs):+.2f}" if diffs else "-"
+                cells.append(cell + (f" (n={len(diffs)})" if diffs and len(diffs) < len(base) else ""))
+        lines.append(f"| {label}, here | " + " | ".join(cells) + " |")
+        theirs = paper_rows.get(f"{key[0]}_{key[1]}")
+        if theirs:
+            lines.append(f"| {label}, paper | " + " | ".join(
+                f"{theirs[side][level]:+.2f}" if level in theirs.get(side, {}) else "-"
+                for side, groups in sides.items() for level in groups) + " |")
+    if paper_rows:
+        lines += ["", f"Paper: {paper['source']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -401,6 +661,8 @@ def main(argv=None):
     p.add_argument("--baseline", default="multilingual_t5", help="ROW_SAMPLING the paired tests compare with")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no paired tests)")
     p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--paper", default=None, help="the paper's imbalance table, BLEU differences to the baseline "
+                   "[paper_imbalance.json beside RUNS_DIR, when there]")
     p.add_argument("--out", default=None, help="also write OUT.md and OUT.json")
     a = p.parse_args(argv)
     levels = {"High": [l for l in a.high.split(",") if l], "Med": [l for l in a.med.split(",") if l],
@@ -409,7 +671,13 @@ def main(argv=None):
     zero_shot = [d for d in a.zero_shot.split(",") if d]
     at = "" if a.at == "full" else a.at
     check_budgets(a.runs_dir)
-    scores = {m: collect(a.runs_dir, m, at) for m in METRICS}
+    paper_file = a.paper or os.path.join(os.path.dirname(os.path.abspath(a.runs_dir)), "paper_imbalance.json")
+    paper = None
+    if os.path.exists(paper_file):
+        with open(paper_file) as f:
+            paper = json.load(f)
+    by_seed = {m: collect_seeds(a.runs_dir, m, at) for m in METRICS}
+    scores = {m: {key: list(seeds.values()) for key, seeds in runs.items()} for m, runs in by_seed.items()}
     if not scores["bleu"]:
         raise SystemExit(f"no evaluated runs (ROW_T_seedN/{at + '/' if at else ''}bleu.json) under {a.runs_dir}")
     expect = [r for r in a.expect.split(",") if r]
@@ -429,7 +697,10 @@ def main(argv=None):
         if not runs:
             continue
         parts += [f"## {name} per direction (Table 1 layout)", "", table1(runs, langs, zero_shot, expected), "",
-                  f"## {name}: data imbalance (High / Med / Low resource)", "", imbalance_table(runs, levels)]
+                  f"## {name}: data imbalance (High / Med / Low resource)", "", imbalance_table(runs, levels),
+                  f"## {name}: data imbalance, difference to {a.baseline}" +
+                  (" beside the paper's" if paper and metric == "bleu" else ""), "",
+                  imbalance_differences(by_seed[metric], levels, a.baseline, paper if metric == "bleu" else None)]
         if zero_shot:
             parts += [f"## {name}: zero-shot directions", "", zero_shot_table(runs, zero_shot), ""]
     rates = {key: [load_off_target(seeds[x], at) for x in sorted(seeds)]
@@ -440,8 +711,18 @@ def main(argv=None):
                   "empty hypotheses left out.", "", off_target_table(rates, zero_shot), ""]
     tests = significance(a.runs_dir, a.baseline, a.bootstrap, at) if a.bootstrap > 0 else []
     if a.bootstrap > 0:
-        parts += [f"## Paired bootstrap against {a.baseline} ({a.bootstrap} resamples, per seed and "
-                  "direction)", "", significance_tables(tests, a.baseline, a.alpha)]
+        parts += [f"## Per seed: paired bootstrap against {a.baseline} ({a.bootstrap} resamples, two-sided)", "",
+                  "Each run against the baseline run of the same seed on each direction's test sentences, "
+                  "resampled with replacement; d* = system* - baseline* on each resample, p = share of "
+                  "resamples with |d* - mean d*| >= |d|, [95% interval] = 2.5 and 97.5 percentiles of d*.", "",
+                  significance_tables(tests, a.baseline, a.alpha)]
+    seed_tests = paired_seeds(by_seed, a.baseline, langs, zero_shot)
+    parts += [f"## Across seeds: paired t-test against {a.baseline}", "",
+              "Per cell, each seed's score (a direction's, or the average over the directions of En->Any, "
+              "Any->En, zero-shot) minus the baseline's of the same seed; two-sided paired t-test "
+              "(scipy.stats.ttest_rel) over the seeds, t-based 95% interval of the mean difference; signs "
+              "per seed in seed order. n seeds give n - 1 degrees of freedom: with 3, a wide interval and little power.", "",
+              paired_seeds_tables(seed_tests, a.baseline, a.alpha)]
     text = "\n".join(parts)
     print(text)
     if a.out:
@@ -449,7 +730,7 @@ def main(argv=None):
             f.write(text)
         with open(a.out + ".json", "w") as f:
             json.dump({"scores": {m: {f"{r}_{s}": v for (r, s), v in runs.items()} for m, runs in scores.items()},
-                       "paired_bootstrap": tests}, f, indent=2)
+                       "paired_bootstrap": tests, "paired_seeds": seed_tests}, f, indent=2)
 
 
 if __name__ == "__main__":
