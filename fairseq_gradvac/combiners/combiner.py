@@ -14,12 +14,15 @@ phases that the distributed exchange can run on different data:
 missing from a step keeps its state and tasks may come and go.
 """
 import argparse
+import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .groups import ParameterGroups, all_finite
+
+logger = logging.getLogger(__name__)
 
 _REGISTRY: Dict[str, Callable[..., "Combiner"]] = {}
 
@@ -64,7 +67,12 @@ class StepReport:
     with; ``corrected[i, j, k]``: whether it was corrected;
     ``finite``: False when the input held NaN/Inf and every state was left untouched;
     ``weights``: the method's weights on the per-task mean-loss gradients g_i / n_i (MGDA:
-    alpha [num_groups, K] on the simplex; GradNorm: w [K], summing to K).
+    alpha [num_groups, K] on the simplex; GradNorm: w [K], summing to K);
+    ``solved`` [num_groups] (the methods that solve something: Combiner.solves): whether
+    each group's answer meets the condition the method solves, checked on the answer itself
+    (MGDA: Wolfe's optimality test; Nash-MTL, FairGrad: G w = w^(-1/alpha); UPGrad, DualProj:
+    the update in the dual cone; CAGrad: the duality gap of its program), ``residual``
+    [num_groups]: how far from it, relative (the method's page says how it is measured).
     """
 
     tasks: List[str]
@@ -74,6 +82,13 @@ class StepReport:
     target: Optional[torch.Tensor] = None
     corrected: Optional[torch.Tensor] = None
     weights: Optional[torch.Tensor] = None
+    solved: Optional[torch.Tensor] = None
+    residual: Optional[torch.Tensor] = None
+
+    @property
+    def failed_solves(self) -> Optional[int]:
+        """The groups whose solve failed this step (a host sync), None for a method that solves nothing."""
+        return None if self.solved is None else int((~self.solved).sum())
 
 
 class Combiner:
@@ -88,6 +103,10 @@ class Combiner:
     # it is bound to the groups of its first step, saved with their names and sizes, and
     # refused for other groups (another granularity or model)
     state_per_group = False
+    # True: weigh() solves a problem per group and reports each solve (StepReport.solved);
+    # ``fallback`` says what a group gets when its solve fails
+    solves = False
+    fallback = ""
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -108,6 +127,8 @@ class Combiner:
         self.group_names: Optional[List[str]] = None  # the groups the state is for (state_per_group)
         self.group_sizes: Optional[List[int]] = None
         self._sample_size: Optional[torch.Tensor] = None
+        self.failed_solves = 0  # groups whose solve failed, over the combiner's life
+        self.solve_error = ""  # what the last solver that raised said
 
     def combine(
         self,
@@ -199,6 +220,7 @@ class Combiner:
             gram = torch.where(finite, gram, torch.zeros_like(gram))
         weights = self._weigh(gram, tasks, groups, int(step), losses, ntokens)
         report = self.last_report
+        self._note_solves(report, step)
         if finite is not None:
             weights = torch.where(finite, weights, torch.ones_like(weights))
         if report.finite is None:
@@ -206,6 +228,22 @@ class Combiner:
         elif finite is not None:
             report.finite = report.finite & finite
         return weights
+
+    def _note_solves(self, report: StepReport, step) -> None:
+        """Count failed solves; the first one is a warning, later ones only counted (the
+        task's log line and solves.csv carry the count of every update)."""
+        failed = report.failed_solves
+        if not failed:
+            return
+        if not self.failed_solves:
+            worst = float(report.residual.max()) if report.residual is not None else float("nan")
+            logger.warning(
+                f"{self.name}: the solve of {failed} of {len(report.solved)} parameter groups "
+                f"failed at update {step + 1} (largest residual {worst:.3g}"
+                f"{'; ' + self.solve_error if self.solve_error else ''}); {self.fallback}. "
+                "Further failures are counted (solve_fails in the log, solves.csv), not warned"
+            )
+        self.failed_solves += failed
 
     def commit(self, finite: torch.Tensor) -> None:
         """Apply the state change of the last weigh() if the combined gradient is finite."""

@@ -19,6 +19,7 @@ leaves any state untouched.
 The solvers run on the host in fp64, group by group (one QP or convex program per group
 and step for UPGrad, DualProj, CAGrad, FairGrad, Nash-MTL: docs/methods/README.md has their cost).
 """
+import math
 from typing import List
 
 import torch
@@ -54,11 +55,36 @@ class GramianWeighting(Combiner):
     a subclass gives ``group_weights``, the method's weights for one group."""
 
     mean_losses = True
+    tolerance = 0.0  # the largest residual() taken as solved
 
     def group_weights(self, gram: torch.Tensor, group: int, rows: List[int]) -> torch.Tensor:
-        """The method's weights [K] for one group's mean-loss Gramian [K, K] (fp64, host);
-        ``rows``: the tasks' state rows (for stateful methods)."""
+        """The method's weights [K] for one group's mean-loss Gramian [K, K] (fp64, host,
+        trace 1, K >= 2); ``rows``: the tasks' state rows (for stateful methods)."""
         raise NotImplementedError
+
+    def residual(self, gram: torch.Tensor, w: torch.Tensor) -> float:
+        """How far ``w`` (group_weights' answer, before scale()) is from the condition the
+        method solves, relative; solved at most ``tolerance`` (methods that solve: ``solves``)."""
+        raise NotImplementedError
+
+    def fallback_weights(self, group: int, rows: List[int]) -> torch.Tensor:
+        """A failed solve's weights (``fallback`` says them): uniform, the group's mean gradient."""
+        return torch.ones(len(rows), dtype=torch.float64)
+
+    def _solve(self, gram: torch.Tensor, group: int, rows: List[int]):
+        """(weights, residual) of one group: the method's answer if it meets its condition,
+        else its fallback with the failed answer's residual (inf where the solver raised)."""
+        if not self.solves:
+            return self.group_weights(gram, group, rows).double(), 0.0
+        try:
+            w = self.group_weights(gram, group, rows).double()
+            r = self.residual(gram, w)
+        except Exception as e:  # a solver that raised (cvxpy, quadprog, scipy): a failed solve
+            self.solve_error = f"{type(e).__name__}: {e}"
+            w, r = None, math.inf
+        if not r <= self.tolerance:  # (NaN too)
+            w = self.fallback_weights(group, rows)
+        return w, r
 
     def scale(self, w: torch.Tensor) -> torch.Tensor:
         """Weights [num_groups, K] rescaled to sum to 1 per group (0 where they sum to <= 0)."""
@@ -83,9 +109,22 @@ class GramianWeighting(Combiner):
         # the number of workers (the exchange averages the rows over workers).
         trace = host.diagonal(dim1=1, dim2=2).sum(-1)
         host = host / torch.where(trace > 0, trace, torch.ones_like(trace))[:, None, None]
-        w = torch.stack([self.group_weights(host[k], k, rows).double() for k in range(len(groups))])
-        w = self.scale(w).to(gram.device, gram.dtype)
+        weights, residuals = [], []
+        for k in range(len(groups)):
+            if len(tasks) == 1 or not trace[k] > 0:
+                # Nothing to solve: one task's update is its gradient; a group where every
+                # gradient is zero gets a zero update whatever the weights (the mean's).
+                w, r = torch.ones(len(tasks), dtype=torch.float64), 0.0
+            else:
+                w, r = self._solve(host[k], k, rows)
+            weights.append(w)
+            residuals.append(r)
+        w = self.scale(torch.stack(weights)).to(gram.device, gram.dtype)
         self.last_report = StepReport(tasks, groups.names, weights=w)
+        if self.solves:
+            residual = torch.tensor(residuals, dtype=torch.float64)
+            self.last_report.residual = residual
+            self.last_report.solved = residual <= self.tolerance  # (NaN: failed)
         return w * (self._divisor(n) / n)
 
 

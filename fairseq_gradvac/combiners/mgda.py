@@ -8,10 +8,16 @@ from .combiner import Combiner, StepReport, register_combiner, token_counts
 # bounds ||x||^2 - min ||x||^2 by 2 * TOLERANCE * max_i ||g_i||^2; below that, fp64 rounding
 # can make a vertex look better than it is, and the algorithm would go on forever.
 TOLERANCE = 1e-12
+# The largest duality_gap taken as solved: the stopping test's TOLERANCE, with room for the
+# rounding of the eigenvalue clipping below (a change of the size of fp64's rounding).
+GAP_TOLERANCE = 1e-10
 # Iterations between the host's looks at convergence: each look is a sync on a GPU, and lets
 # the groups that are done leave the batch (with 252 groups of K=16, half of them finish
 # between 16 and 24 iterations: benchmarks/min_norm.py).
 CHECK_EVERY = 8
+# The iterations allowed per task: only a guard (Wolfe's algorithm terminates, after about
+# 1.5 K iterations); a group still iterating then keeps its last iterate, reported unsolved.
+ITERATIONS_PER_TASK = 100
 
 
 def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
@@ -53,13 +59,23 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
     settled = torch.ones(n, dtype=torch.bool, device=g.device)  # alpha is S's affine minimizer
     active = torch.arange(n, device=g.device)  # the groups not done yet
     block = min(k, CHECK_EVERY)
-    for _ in range(-(-100 * k // block)):  # 100 K iterations: only a guard (Wolfe's algorithm terminates)
+    for _ in range(-(-ITERATIONS_PER_TASK * k // block)):
         done = _iterate(g[active], alpha, corral, settled, active, eye, block)
         if bool(done.all()):
             break
         # Done groups leave: the next solves are of the groups still iterating only.
         active, settled = active[~done], settled[~done]
     return alpha
+
+
+def duality_gap(gram: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Wolfe's optimality test of alpha [n, K] on the simplex, relative to each group's largest
+    ||g_i||^2: alpha^T G alpha - min_m (G alpha)_m, which bounds ||x||^2 - min ||x||^2 from
+    above and is 0 at the min-norm point (the KKT conditions); [n], fp64."""
+    g = gram.double()
+    scale = g.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(torch.finfo(g.dtype).tiny)
+    ga = (g * alpha.double().unsqueeze(1)).sum(-1)
+    return ((alpha.double() * ga).sum(-1) - ga.amin(-1)) / scale
 
 
 def _iterate(g, alpha_all, corral_all, settled, active, eye, iterations):
@@ -120,12 +136,20 @@ class MGDA(Combiner):
     (ntokens None) the rows count as mean-loss gradients: the weights K alpha_i sum to K.
     A task without tokens has a zero gradient, which is the min-norm point: the update is
     then 0, as MGDA defines it; leave such tasks out.
+
+    Each group's alpha is checked by Wolfe's test (duality_gap <= GAP_TOLERANCE): a group
+    the iteration guard stopped keeps its last iterate (a point of the simplex), reported.
     """
 
     mean_losses = True
+    solves = True
+    fallback = "those groups keep the last iterate of Wolfe's algorithm"
 
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):
         n = token_counts(ntokens, len(tasks), gram)
-        alpha = min_norm_weights(gram / (n[:, None] * n[None, :])).to(gram.dtype)
-        self.last_report = StepReport(tasks, groups.names, weights=alpha)
-        return alpha * (self._divisor(n) / n)
+        mean_gram = gram / (n[:, None] * n[None, :])
+        alpha = min_norm_weights(mean_gram)
+        gap = duality_gap(mean_gram, alpha)
+        self.last_report = StepReport(tasks, groups.names, weights=alpha.to(gram.dtype), residual=gap,
+                                      solved=gap <= GAP_TOLERANCE)
+        return alpha.to(gram.dtype) * (self._divisor(n) / n)

@@ -286,6 +286,10 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             self._logs["similarity"] = CsvLog(
                 os.path.join(self.args.save_dir, "similarity.csv"), similarity.COLUMNS
             )
+        if getattr(self.combiner, "solves", False):
+            self._logs["solves"] = CsvLog(
+                os.path.join(self.args.save_dir, "solves.csv"), ("update", "groups", "failed", "max_residual")
+            )
         self._logs["direction_losses"] = CsvLog(
             os.path.join(self.args.save_dir, "direction_losses.csv"),
             ("update", "direction", "loss", "ntokens"),
@@ -306,7 +310,9 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         """fairseq's metrics, plus a summary whose length does not grow with the number of
         directions: ``cos_mean`` and ``conflicts`` (mean whole-model cosine over pairs; share
         of negative per-group cosines) at --similarity-interval updates, GradVac/PCGrad's
-        ``corrected`` share. Per-direction losses go to SAVE_DIR/direction_losses.csv."""
+        ``corrected`` share, the solving methods' ``solve_fails`` (failed group solves over
+        the log interval). Per-direction losses go to SAVE_DIR/direction_losses.csv, each
+        update's solves to SAVE_DIR/solves.csv."""
         super().reduce_metrics(logging_outputs, criterion)
         directions = list(dict.fromkeys(
             k[: -len(":ntokens")] for log in logging_outputs for k in log if k.endswith(":ntokens")
@@ -324,6 +330,14 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                     rows.append((self._update_num + 1, d, round(bits, 4), int(ntokens)))
             self._logs["direction_losses"].write(self._update_num + 1, rows)
         report, self._report = self._report, None
+        if report is not None and report.solved is not None:
+            # the solves of this update (the methods that solve: MGDA, Nash-MTL, ...); the
+            # first failure is also a warning, from the combiner
+            failed = report.failed_solves
+            metrics.log_scalar_sum("solve_fails", failed, round=0)
+            if "solves" in self._logs:
+                worst = float(report.residual.max()) if report.residual is not None else math.nan
+                self._logs["solves"].write(self._update_num + 1, [(self._update_num + 1, len(report.solved), failed, worst)])
         if report is not None and report.corrected is not None:
             visited = ~torch.isnan(report.phi)
             share = report.corrected.sum() / visited.sum().clamp_min(1)
