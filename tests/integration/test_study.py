@@ -22,6 +22,7 @@ from tests.helpers import tiny_corpus
 from fairseq_gradvac.evaluation import results_table
 from fairseq_gradvac.evaluation.evaluate import read_lines
 from tests.helpers.fairseq_runs import ROOT, load_checkpoint
+from tests.helpers.tolerance import assert_near
 
 ROWS = "multilingual_t5 gradvac_all_layer_low_t5"
 STUDY = {"MODEL": "small_cpu", "ROWS": ROWS, "SEEDS": "1 2", "EVERY": "10", "CURVE_MAX": "20",
@@ -101,7 +102,7 @@ def test_every_table_cell_is_there(study):
     assert sorted(scores["bleu"]) == ["gradvac_all_layer_low_t5", "multilingual_t5"]
     assert all(len(seeds) == 2 and sorted(s) == ["cs-en", "en-cs", "en-fr", "fr-cs"]
                for m in ("bleu", "chrf") for seeds in scores[m].values() for s in seeds)
-    assert "sacreBLEU paired-test signatures: BLEU `nrefs:1|bs:100|seed:12345" in text
+    assert "sacreBLEU metric signatures (with the resampling): BLEU `nrefs:1|bs:100|seed:12345" in text
 
 
 def test_the_data_table_has_fairseqs_rows_and_sampling_shares(study, config):
@@ -209,22 +210,29 @@ def test_the_tables_come_from_the_bundles_alone(study, config, tmp_path):
     assert rc == 2 and "BUDGET=40, but" in out and "says 20 updates" in out
 
 
-def test_the_paired_tests_are_sacrebleus_on_the_runs_outputs(study, tmp_path):
+def test_the_paired_tests_are_on_the_runs_outputs(study, tmp_path):
+    """The driver's per-seed tests are the paired bootstrap of the kept (compressed) outputs,
+    as on plain copies of them, with sacrebleu's corpus scores; the seed test pairs seeds."""
+    from sacrebleu.metrics import CHRF
+
     runs, _, _ = study
-    tests = json.loads((runs / "results.json").read_text())["paired_bootstrap"]
+    saved = json.loads((runs / "results.json").read_text())
+    tests = saved["paired_bootstrap"]
     assert len(tests) == 2 * 4 * 2  # seeds x directions x metrics
     test = next(t for t in tests if (t["seed"], t["direction"], t["metric"]) == (2, "en-cs", "chrf"))
     ref = json.loads((runs / "multilingual_t5_seed2" / "bleu.json").read_text())["directions"]["en-cs"]["reference"]
-    plain = []  # sacrebleu's command line reads plain text
+    plain = []
     for i, path in enumerate([runs / "multilingual_t5_seed2" / ref, runs / "multilingual_t5_seed2" / "bleu.hyp" / "en-cs.txt.gz",
                               runs / "gradvac_all_layer_low_t5_seed2" / "bleu.hyp" / "en-cs.txt.gz"]):
         plain.append(tmp_path / f"{i}.txt")
         plain[-1].write_text("".join(line + "\n" for line in read_lines(str(path))))
-    proc = subprocess.run(
-        [sys.executable, "-m", "sacrebleu", str(plain[0]), "-i", str(plain[1]), str(plain[2]), "--paired-bs", "--paired-bs-n",
-         "100", "-m", "chrf", "-f", "text"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert test["p"] == pytest.approx(float(re.search(r"\(p = ([0-9.]+)\)", proc.stdout)[1]), abs=5e-5)
+    again = results_table.paired_bootstrap(str(plain[1]), str(plain[2]), str(plain[0]), n_samples=100)["chrf"]
+    assert (test["p"], test["ci"], test["p_holm"] >= test["p"]) == (again["p"], again["ci"], True)
+    refs = read_lines(str(plain[0]))
+    assert_near(torch.tensor([test["baseline"], test["system"]], dtype=torch.float64),
+                torch.tensor([CHRF().corpus_score(read_lines(str(f)), [refs]).score for f in plain[1:]],
+                             dtype=torch.float64), rel=1e-12)
+    assert {len(t["seeds"]) for t in saved["paired_seeds"]} == {2}
 
 
 def test_what_gradvac_did_has_cosines_conflicts_corrections_and_the_probe(study):
