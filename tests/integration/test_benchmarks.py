@@ -37,6 +37,13 @@ def test_weigh_benchmark_times_the_k_by_k_part_of_every_method():
     assert not any("plain sum" in r[2] and r[1].strip() == "5" for r in rows)
 
 
+def test_nash_solver_benchmark_counts_the_solves_that_reach_the_condition():
+    out = _run("benchmarks/nash_solver.py", "--tasks", "3,8", "--draws", "2", "--size", "40")
+    rows = [[c.strip() for c in line.split("|")] for line in out.splitlines() if re.match(r"\s+\d+ \|", line)]
+    assert [r[0] for r in rows] == ["3", "8"]
+    assert all(0 <= int(c) <= 2 for r in rows for c in r[1:4]) and all(r[3] == "2" for r in rows)
+
+
 def test_step_overhead_benchmark_times_the_chosen_variants():
     out = _run("benchmarks/step_overhead.py", "--quick", "--variants", "gradvac", "--threads", "1")
     summary = out[out.index("summary"):]

@@ -15,7 +15,7 @@ from tests.helpers.tolerance import assert_near
 
 METHOD_RUNS = [
     ("sum", "all_layer"), ("pcgrad", "all_layer"), ("gradvac", "all_layer"),
-    ("mgda", "whole_model"), ("gradnorm", "all_layer"),
+    ("mgda", "whole_model"), ("gradnorm", "all_layer"), ("nash_mtl", "whole_model"),
     ("gradvac", "whole_model"), ("gradvac", "enc_dec"), ("gradvac", "all_matrix"),
 ]
 
@@ -53,6 +53,14 @@ def test_every_method_and_granularity_trains(corpus, tmp_path, method, granulari
         assert "corrected=" in log and "cos_fr-en" not in log
     if method == "gradvac":
         assert combiner["phi_hat"].abs().sum() > 0  # the EMA targets moved
+    if method in ("mgda", "nash_mtl"):  # methods that solve: every update's solves reported
+        assert re.search(r"solve_fails=0\b", log)
+        with open(tmp_path / "solves.csv") as f:
+            solves = list(csv.DictReader(f))
+        assert [int(r["update"]) for r in solves] == list(range(1, 9))
+        assert all(r["failed"] == "0" and int(r["groups"]) == 1 and float(r["max_residual"]) <= 1e-4 for r in solves)
+    else:
+        assert "solve_fails" not in log and not os.path.exists(tmp_path / "solves.csv")
 
 
 def test_sum_update_equals_the_stock_task(corpus, tmp_path):

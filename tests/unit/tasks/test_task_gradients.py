@@ -259,6 +259,30 @@ def test_logged_metrics_have_the_right_values(corpus, tmp_path):
     assert logged["conflicts"] == pytest.approx((cosines < 0).double().mean().item(), abs=1e-3)
     assert logged["corrected"] == pytest.approx((cosines < 0).double().mean().item(), abs=1e-3)
 
+def test_failed_solves_reach_the_log_line_and_solves_csv(corpus, tmp_path, monkeypatch):
+    """MGDA stopped at its start (the iteration guard at 0): every group's solve fails, which
+    the interval's solve_fails and SAVE_DIR/solves.csv count, update by update."""
+    from fairseq_gradvac.combiners import mgda
+
+    monkeypatch.setattr(mgda, "ITERATIONS_PER_TASK", 0)
+    _, task, model, criterion = _setup(corpus, "--gradient-combiner", "mgda", "--combine-granularity",
+                                       "all_layer", "--save-dir", str(tmp_path))
+    dataset, samples = _samples(task)
+    with metrics.aggregate(new_root=True) as aggregate:
+        for update in range(2):
+            _, _, log = task.train_step(dataset.collater(samples), model, criterion, _Backward(), update)
+            model.all_reduce_grads()
+            failed = task._report.failed_solves
+            task.reduce_metrics([log], criterion)
+    groups = len(task._grads.groups)
+    assert 0 < failed <= groups
+    with open(tmp_path / "solves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["update"] for r in rows] == ["1", "2"] and rows[1]["failed"] == str(failed)
+    assert all(int(r["groups"]) == groups and float(r["max_residual"]) > mgda.GAP_TOLERANCE for r in rows)
+    assert aggregate.get_smoothed_values()["solve_fails"] == sum(int(r["failed"]) for r in rows)
+
+
 @pytest.mark.parametrize("extra", [False, True])
 def test_single_direction_batches_are_fairseqs_batches_of_each_direction(corpus, mined, extra):
     """--direction-batching single: over an epoch every sampled sentence lands in exactly

@@ -1,0 +1,62 @@
+"""How often Nash-MTL's solves reach the bargaining condition G alpha = 1 / alpha, fresh (alpha
+starting at 1), on conflicting rows: TorchJD's solver on the trace-1 Gramian (what the plugin
+passed before), on the Gramian at the trace the plugin now gives it (nash_mtl.SOLVER_SCALE),
+and the plugin's whole solve (that, then the exact Newton solve). Counts of solves whose
+residual max_i |alpha_i (G alpha)_i - 1| is within alpha_fair.TOLERANCE.
+
+    python benchmarks/nash_solver.py --tasks 3,5,8,16 --draws 30
+"""
+import argparse
+import time
+import warnings
+
+import torch
+
+from fairseq_gradvac.combiners import ParameterGroups, alpha_fair, build_combiner, nash_mtl
+from fairseq_gradvac.combiners.gramian import gram_factor, torchjd_weighting
+
+
+def conflicting_rows(k, p, seed):
+    """A shared direction, task-specific parts, a quarter of the tasks pulling against the others."""
+    gen = torch.Generator().manual_seed(seed)
+    shared = torch.randn(p, generator=gen, dtype=torch.float64)
+    rows = 0.6 * shared + torch.randn(k, p, generator=gen, dtype=torch.float64)
+    rows[: max(1, k // 4)] -= 1.2 * shared
+    return rows
+
+
+def torchjd_alone(gram, scale):
+    solver = torchjd_weighting("nash_mtl", "NashMTL", n_tasks=gram.shape[0], max_norm=0.0).weighting
+    return solver(gram_factor(gram * scale)).double() * scale ** 0.5
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="3,5,8,16")
+    p.add_argument("--draws", type=int, default=30)
+    p.add_argument("--size", type=int, default=300, help="gradient entries per task")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")  # cvxpy: the problem is not DPP
+    print(f"fresh Nash-MTL solves within residual {alpha_fair.TOLERANCE:g}, of {a.draws} draws per K")
+    print(f"{'K':>3} | {'TorchJD, trace 1':>16} | {'TorchJD, trace %g' % nash_mtl.SOLVER_SCALE:>19} | "
+          f"{'plugin':>6} | plugin ms/solve")
+    for k in (int(x) for x in a.tasks.split(",")):
+        counts = [0, 0, 0]
+        seconds = 0.0
+        for draw in range(a.draws):
+            rows = conflicting_rows(k, a.size, seed=1000 * k + draw)
+            gram = rows @ rows.T
+            gram = gram / gram.trace()
+            for i, scale in enumerate((1.0, nash_mtl.SOLVER_SCALE)):
+                counts[i] += alpha_fair.residual(gram, torchjd_alone(gram, scale)) <= alpha_fair.TOLERANCE
+            combiner = build_combiner("nash_mtl")
+            start = time.perf_counter()
+            combiner.combine(rows, [f"t{i}" for i in range(k)], ParameterGroups.from_sizes([a.size]), 0)
+            seconds += time.perf_counter() - start
+            counts[2] += combiner.last_report.failed_solves == 0
+        print(f"{k:>3} | {counts[0]:>16} | {counts[1]:>19} | {counts[2]:>6} | {1000 * seconds / a.draws:.0f}")
+
+
+if __name__ == "__main__":
+    main()
