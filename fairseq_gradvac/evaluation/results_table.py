@@ -553,10 +553,11 @@ def paired_seeds_tables(tests, baseline, alpha=0.05):
 
 
 def imbalance_differences(scores, levels, baseline, paper=None):
-    """``scores``: collect_seeds(...). Each row's difference to the baseline per side and resource level, the mean over the
-    seeds both have of the per-seed differences (unrounded until printed), beside the
-    paper's where it has that row (``paper``: {"source": ..., "rows": {ROW_SAMPLING: {side:
-    {level: difference}}}}, the committed paper_imbalance.json)."""
+    """Each row's difference to the baseline per side and resource level: the mean over the
+    seeds both have of the per-seed differences (unrounded until printed, so no cell is off
+    by a rounding), beside the paper's where it has that row. ``scores``: collect_seeds(...);
+    ``paper``: {"source": ..., "rows": {ROW_SAMPLING: {side: {level: difference}}}}, as the
+    committed paper_imbalance.json."""
     base_key = tuple(baseline.rsplit("_", 1))
     if base_key not in scores:
         return ""
@@ -721,7 +722,8 @@ def main(argv=None):
               "Per cell, each seed's score (a direction's, or the average over the directions of En->Any, "
               "Any->En, zero-shot) minus the baseline's of the same seed; two-sided paired t-test "
               "(scipy.stats.ttest_rel) over the seeds, t-based 95% interval of the mean difference; signs "
-              "per seed in seed order. n seeds give n - 1 degrees of freedom: with 3, a wide interval and little power.", "",
+              "per seed in seed order. n seeds give n - 1 degrees of freedom: with 3, a wide interval and "
+              "little power.", "",
               paired_seeds_tables(seed_tests, a.baseline, a.alpha)]
     text = "\n".join(parts)
     print(text)

@@ -107,8 +107,8 @@ def pair(tmp_path):
     does not."""
     rng = random.Random(0)
     refs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) for _ in range(60)]
-    return (_write(tmp_path / "a.txt", _corrupt(refs, 0.4, 1021)), _write(tmp_path / "b.txt", _corrupt(refs, 0.4, 2021)),
-            _write(tmp_path / "ref.txt", refs), refs)
+    return (_write(tmp_path / "a.txt", _corrupt(refs, 0.4, 1021)),
+            _write(tmp_path / "b.txt", _corrupt(refs, 0.4, 2021)), _write(tmp_path / "ref.txt", refs), refs)
 
 
 def test_the_bootstrap_is_the_brute_force_one_on_resampled_sentence_sets(pair):
@@ -253,7 +253,8 @@ def test_the_imbalance_table_beside_the_papers_is_the_bundles_unrounded_means(at
     table = results_table.imbalance_differences(scores, levels, "multilingual_t5", paper)
     lines = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]] for l in table.splitlines()
              if l.startswith("| ") and "---" not in l}
-    assert lines[""] == [f"{side} {level}" for side in ("Any->En", "En->Any") for level in ("High", "Med", "Low", "All")]
+    assert lines[""] == [f"{side} {level}" for side in ("Any->En", "En->Any")
+                         for level in ("High", "Med", "Low", "All")]
     for row in ROWS:
         expected = []
         for fmt in ("{}-en", "en-{}"):
