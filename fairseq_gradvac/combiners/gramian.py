@@ -56,6 +56,10 @@ class GramianWeighting(Combiner):
 
     mean_losses = True
     tolerance = 0.0  # the largest residual() taken as solved
+    # True: the method's rescaled weights concentrate on a direction whose gradient in the
+    # group shrinks, so the group's update shrinks with it (benchmarks/scale.py); where that
+    # gradient is exactly zero the group gets the limit, a zero update, not a jump
+    shrinks_to_zero = False
 
     def group_weights(self, gram: torch.Tensor, group: int, rows: List[int]) -> torch.Tensor:
         """The method's weights [K] for one group's mean-loss Gramian [K, K] (fp64, host,
@@ -111,10 +115,13 @@ class GramianWeighting(Combiner):
         host = host / torch.where(trace > 0, trace, torch.ones_like(trace))[:, None, None]
         weights, residuals = [], []
         for k in range(len(groups)):
+            zero = host[k].diagonal() == 0
             if len(tasks) == 1 or not trace[k] > 0:
                 # Nothing to solve: one task's update is its gradient; a group where every
                 # gradient is zero gets a zero update whatever the weights (the mean's).
                 w, r = torch.ones(len(tasks), dtype=torch.float64), 0.0
+            elif self.shrinks_to_zero and bool(zero.any()):
+                w, r = zero.double(), 0.0  # the weights' limit: all on the zero gradients
             else:
                 w, r = self._solve(host[k], k, rows)
             weights.append(w)

@@ -37,6 +37,7 @@ class NashMTL(GramianWeighting):
     """
 
     state_per_group = True
+    shrinks_to_zero = True
     solves = True
     tolerance = alpha_fair.TOLERANCE
     fallback = "those groups keep the weights of their last solve (1 at the start), and so does the state"

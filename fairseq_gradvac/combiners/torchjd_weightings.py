@@ -120,6 +120,8 @@ class IMTLG(TorchJDWeighting):
     """IMTL-G (Liu et al., ICLR 2021): the update whose projections on every unit task
     gradient are equal (weights summing to 1, possibly negative)."""
 
+    shrinks_to_zero = True
+
     def __init__(self):
         super().__init__(torchjd_weighting(self.name, "IMTLGWeighting"))
 
@@ -129,6 +131,8 @@ class AlignedMTL(TorchJDWeighting):
     """Aligned-MTL (Senushkin et al., CVPR 2023): the task gradients made orthogonal with
     equal norms (the Gramian's eigendecomposition) before they are summed."""
 
+    shrinks_to_zero = True
+
     def __init__(self):
         super().__init__(torchjd_weighting(self.name, "AlignedMTLWeighting"))
 
@@ -137,6 +141,8 @@ class AlignedMTL(TorchJDWeighting):
 class FairGrad(TorchJDWeighting):
     """FairGrad (Ban & Ji, ICML 2024): alpha-fair utility maximization, G w = w^(-1/alpha)
     (alpha = 1: proportional fairness, Nash-MTL's solution; alpha -> inf: max-min)."""
+
+    shrinks_to_zero = True
 
     solves = True
     tolerance = alpha_fair.TOLERANCE

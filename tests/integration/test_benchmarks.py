@@ -44,6 +44,13 @@ def test_nash_solver_benchmark_counts_the_solves_that_reach_the_condition():
     assert all(0 <= int(c) <= 2 for r in rows for c in r[1:4]) and all(r[3] == "2" for r in rows)
 
 
+def test_scale_benchmark_gives_each_method_its_norm_ratios():
+    out = _run("benchmarks/scale.py", "--tasks", "3", "--scales", "1,0", "--draws", "1", "--size", "30",
+               "--methods", "sum,imtl_g")
+    rows = {r[1].strip(): [float(x) for x in r[2:4]] for r in (l.split("|") for l in out.splitlines() if l.startswith("| `"))}
+    assert rows == {"`sum`": [1.0, 1.0], "`imtl_g`": [rows["`imtl_g`"][0], 0.0]} and rows["`imtl_g`"][0] > 0
+
+
 def test_step_overhead_benchmark_times_the_chosen_variants():
     out = _run("benchmarks/step_overhead.py", "--quick", "--variants", "gradvac", "--threads", "1")
     summary = out[out.index("summary"):]
