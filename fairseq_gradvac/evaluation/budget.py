@@ -56,6 +56,17 @@ def mean_curve(curves):
     return [(u, sum(dict(c)[u] for c in curves) / len(curves)) for u in sorted(common)]
 
 
+def curve_table(path):
+    """The mean curve of a ``--curve-out`` CSV as a markdown table, one column per validation."""
+    with open(path, newline="") as f:
+        rows = [(int(r["update"]), float(r["mean_loss"])) for r in csv.DictReader(f)]
+    return "\n".join([
+        "| updates | " + " | ".join(f"{u:,}" for u, _ in rows) + " |",
+        "|---|" + "---:|" * len(rows),
+        "| mean valid loss | " + " | ".join(f"{loss:.3f}" for _, loss in rows) + " |",
+    ]) + "\n"
+
+
 def loss_at(curve, update):
     """The validation loss at ``update``, linear between the two validations around it; None
     before the first validation or after the last."""

@@ -41,6 +41,8 @@ import os
 import re
 from collections import defaultdict
 
+from .budget import curve_table
+
 ROW_ORDER = [
     ("bilingual", "(1) Bilingual"), ("multilingual", "(2) Multilingual"),
     ("gradnorm", "(3) GradNorm"), ("mgda", "(4) MGDA"), ("pcgrad", "(5) PCGrad"),
@@ -636,6 +638,9 @@ def study_facts(runs_dir):
                      f"(< {100 * b['tolerance']:g}% over the last {100 * b['fraction']:g}%) does not hold "
                      f"there; the mean validation loss of {source} still lowered by {100 * b['drop']:.2f}% "
                      "over its last fifth.", ""]
+    curve = os.path.join(runs_dir, "curve.csv")
+    if os.path.exists(curve):
+        text += ["The mean learning curve of those runs (curve.csv):", "", curve_table(curve)]
     text += ["Training time on this machine (fairseq's \"done training in\", summed over a run's "
              "invocations):", "", times_table(runs_dir)]
     return "\n".join(text)

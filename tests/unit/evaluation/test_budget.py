@@ -104,6 +104,9 @@ def test_a_csv_curve_and_the_command(tmp_path, capsys):
     assert json.loads(out.read_text())["capped"]
     lines = mean.read_text().splitlines()
     assert lines[0].startswith("update,mean_loss,loss_") and lines[1].startswith("100,5.500000,5.000000,6.000000")
+    table = budget.curve_table(str(mean)).splitlines()  # what the study's tables show of it
+    assert table[0].startswith("| updates | 100 | 200 |") and table[2].startswith("| mean valid loss | 5.500 |")
+    assert len(table[0].split("|")) == len(table[2].split("|")) == len(lines) + 2
     assert budget.main([str(csv), "--tolerance", "0.001"]) == 1
     assert "does not hold yet" in capsys.readouterr().out
     (tmp_path / "bad.csv").write_text("step,value\n1,2\n")
