@@ -51,6 +51,12 @@ def test_scale_benchmark_gives_each_method_its_norm_ratios():
     assert rows == {"`sum`": [1.0, 1.0], "`imtl_g`": [rows["`imtl_g`"][0], 0.0]} and rows["`imtl_g`"][0] > 0
 
 
+def test_mgda_conditioning_benchmark_grows_with_the_gradients_alignment():
+    out = _run("benchmarks/mgda_conditioning.py", "--tasks", "3", "--cosines", "0.5,0.999", "--draws", "3")
+    rows = [[float(c) for c in l.strip("|").split("|")] for l in out.splitlines() if l.startswith("| 3 |")]
+    assert [r[1] for r in rows] == [0.5, 0.999] and rows[1][2] > 10 * rows[0][2]
+
+
 def test_step_overhead_benchmark_times_the_chosen_variants():
     out = _run("benchmarks/step_overhead.py", "--quick", "--variants", "gradvac", "--threads", "1")
     summary = out[out.index("summary"):]
