@@ -1,8 +1,9 @@
 """How often Nash-MTL's solves reach the bargaining condition G alpha = 1 / alpha, fresh (alpha
 starting at 1), on conflicting rows: TorchJD's solver on the trace-1 Gramian (what the plugin
-passed before), on the Gramian at the trace the plugin now gives it (nash_mtl.SOLVER_SCALE),
-and the plugin's whole solve (that, then the exact Newton solve). Counts of solves whose
-residual max_i |alpha_i (G alpha)_i - 1| is within alpha_fair.TOLERANCE.
+passed before), TorchJD as the plugin now calls it (NashMTL.torchjd_solve: the Gramian at
+trace nash_mtl.SOLVER_SCALE, started above its solution), and the plugin's whole solve (that,
+then the exact Newton solve). Counts of solves whose residual max_i |alpha_i (G alpha)_i - 1|
+is within alpha_fair.TOLERANCE.
 
     python benchmarks/nash_solver.py --tasks 3,5,8,16 --draws 30
 """
@@ -12,7 +13,7 @@ import warnings
 
 import torch
 
-from fairseq_gradvac.combiners import ParameterGroups, alpha_fair, build_combiner, nash_mtl
+from fairseq_gradvac.combiners import ParameterGroups, alpha_fair, build_combiner
 from fairseq_gradvac.combiners.gramian import gram_factor, torchjd_weighting
 
 
@@ -25,9 +26,10 @@ def conflicting_rows(k, p, seed):
     return rows
 
 
-def torchjd_alone(gram, scale):
+def torchjd_alone(gram):
+    """TorchJD's solver as a user of it gets it, on the trace-1 Gramian, from alpha = 1."""
     solver = torchjd_weighting("nash_mtl", "NashMTL", n_tasks=gram.shape[0], max_norm=0.0).weighting
-    return solver(gram_factor(gram * scale)).double() * scale ** 0.5
+    return solver(gram_factor(gram)).double()
 
 
 def main():
@@ -39,8 +41,7 @@ def main():
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")  # cvxpy: the problem is not DPP
     print(f"fresh Nash-MTL solves within residual {alpha_fair.TOLERANCE:g}, of {a.draws} draws per K")
-    print(f"{'K':>3} | {'TorchJD, trace 1':>16} | {'TorchJD, trace %g' % nash_mtl.SOLVER_SCALE:>19} | "
-          f"{'plugin':>6} | plugin ms/solve")
+    print(f"{'K':>3} | {'TorchJD, trace 1':>16} | {'TorchJD as called':>17} | {'plugin':>6} | plugin ms/solve")
     for k in (int(x) for x in a.tasks.split(",")):
         counts = [0, 0, 0]
         seconds = 0.0
@@ -48,14 +49,16 @@ def main():
             rows = conflicting_rows(k, a.size, seed=1000 * k + draw)
             gram = rows @ rows.T
             gram = gram / gram.trace()
-            for i, scale in enumerate((1.0, nash_mtl.SOLVER_SCALE)):
-                counts[i] += alpha_fair.residual(gram, torchjd_alone(gram, scale)) <= alpha_fair.TOLERANCE
+            ones = torch.ones(k, dtype=torch.float64)
+            counts[0] += alpha_fair.residual(gram, torchjd_alone(gram)) <= alpha_fair.TOLERANCE
+            first = build_combiner("nash_mtl").torchjd_solve(gram, ones)
+            counts[1] += alpha_fair.residual(gram, first) <= alpha_fair.TOLERANCE
             combiner = build_combiner("nash_mtl")
             start = time.perf_counter()
             combiner.combine(rows, [f"t{i}" for i in range(k)], ParameterGroups.from_sizes([a.size]), 0)
             seconds += time.perf_counter() - start
             counts[2] += combiner.last_report.failed_solves == 0
-        print(f"{k:>3} | {counts[0]:>16} | {counts[1]:>19} | {counts[2]:>6} | {1000 * seconds / a.draws:.0f}")
+        print(f"{k:>3} | {counts[0]:>16} | {counts[1]:>17} | {counts[2]:>6} | {1000 * seconds / a.draws:.0f}")
 
 
 if __name__ == "__main__":

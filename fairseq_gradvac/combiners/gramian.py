@@ -19,6 +19,7 @@ leaves any state untouched.
 The solvers run on the host in fp64, group by group (one QP or convex program per group
 and step for UPGrad, DualProj, CAGrad, FairGrad, Nash-MTL: docs/methods/README.md has their cost).
 """
+import logging
 import math
 from typing import List
 
@@ -26,7 +27,26 @@ import torch
 
 from .combiner import Combiner, StepReport, token_counts
 
+logger = logging.getLogger(__name__)
+
 EXTRA = 'pip install "fairseq-gradvac[methods]" (or bash scripts/setup.sh)'
+
+
+def _solver_errors():
+    """What the solvers raise when a problem defeats them (cvxpy's SolverError, quadprog's
+    and scipy's ValueError, torch's LinAlgError, overflow): a failed solve. Anything else is
+    a bug, and propagates."""
+    errors = [ValueError, ArithmeticError, torch.linalg.LinAlgError]
+    try:
+        from cvxpy.error import SolverError
+
+        errors.append(SolverError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+SOLVER_ERRORS = _solver_errors()
 
 
 def torchjd_weighting(name: str, cls: str, **kwargs):
@@ -61,6 +81,10 @@ class GramianWeighting(Combiner):
     # gradient is exactly zero the group gets the limit, a zero update, not a jump
     shrinks_to_zero = False
 
+    def __init__(self):
+        super().__init__()
+        self.zeroed_groups = 0  # groups given a zero update by the limit rule (shrinks_to_zero)
+
     def group_weights(self, gram: torch.Tensor, group: int, rows: List[int]) -> torch.Tensor:
         """The method's weights [K] for one group's mean-loss Gramian [K, K] (fp64, host,
         trace 1, K >= 2); ``rows``: the tasks' state rows (for stateful methods)."""
@@ -75,6 +99,17 @@ class GramianWeighting(Combiner):
         """A failed solve's weights (``fallback`` says them): uniform, the group's mean gradient."""
         return torch.ones(len(rows), dtype=torch.float64)
 
+    def _note_zero_group(self, group: str, tasks: List[str], step: int) -> None:
+        """A group the limit rule zeroed: counted; the first one is a warning (its update is
+        zero, which freezes those parameters for the update)."""
+        if not self.zeroed_groups:
+            logger.warning(
+                f"{self.name}: {', '.join(tasks)} has an exactly zero gradient in {group} at update "
+                f"{step + 1}: that group's update is zero, the limit of {self.name}'s weights as a "
+                "gradient vanishes (docs/methods/README.md); further ones are counted (zeroed_groups)"
+            )
+        self.zeroed_groups += 1
+
     def _solve(self, gram: torch.Tensor, group: int, rows: List[int]):
         """(weights, residual) of one group: the method's answer if it meets its condition,
         else its fallback with the failed answer's residual (inf where the solver raised)."""
@@ -83,7 +118,7 @@ class GramianWeighting(Combiner):
         try:
             w = self.group_weights(gram, group, rows).double()
             r = self.residual(gram, w)
-        except Exception as e:  # a solver that raised (cvxpy, quadprog, scipy): a failed solve
+        except SOLVER_ERRORS as e:  # a solver that gave up (cvxpy, quadprog, scipy): a failed solve
             self.solve_error = f"{type(e).__name__}: {e}"
             w, r = None, math.inf
         if not r <= self.tolerance:  # (NaN too)
@@ -122,6 +157,7 @@ class GramianWeighting(Combiner):
                 w, r = torch.ones(len(tasks), dtype=torch.float64), 0.0
             elif self.shrinks_to_zero and bool(zero.any()):
                 w, r = zero.double(), 0.0  # the weights' limit: all on the zero gradients
+                self._note_zero_group(groups.names[k], [tasks[i] for i in zero.nonzero().flatten().tolist()], step)
             else:
                 w, r = self._solve(host[k], k, rows)
             weights.append(w)

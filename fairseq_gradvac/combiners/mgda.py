@@ -150,6 +150,7 @@ class MGDA(Combiner):
         mean_gram = gram / (n[:, None] * n[None, :])
         alpha = min_norm_weights(mean_gram)
         gap = duality_gap(mean_gram, alpha)
-        self.last_report = StepReport(tasks, groups.names, weights=alpha.to(gram.dtype), residual=gap,
-                                      solved=gap <= GAP_TOLERANCE)
+        self.last_report = StepReport(tasks, groups.names, weights=alpha.to(gram.dtype))
+        if bool(self.gram_finite):  # (a non-finite Gram: the plain sum, nothing solved; a host sync)
+            self.last_report.residual, self.last_report.solved = gap, gap <= GAP_TOLERANCE
         return alpha.to(gram.dtype) * (self._divisor(n) / n)

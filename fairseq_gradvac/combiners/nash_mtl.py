@@ -5,7 +5,7 @@ import torch
 
 from . import alpha_fair
 from .combiner import register_combiner
-from .gramian import GramianWeighting, gram_factor, torchjd_weighting
+from .gramian import SOLVER_ERRORS, GramianWeighting, gram_factor, torchjd_weighting
 from .options import positive_int
 
 
@@ -27,13 +27,15 @@ class NashMTL(GramianWeighting):
     scales the update, and fairseq's --clip-norm clips it.
 
     Every solve is checked against G alpha = 1 / alpha (alpha_fair.residual). TorchJD's
-    programs see the Gramian scaled to trace SOLVER_SCALE: on the trace-1 Gramian their first
-    linearized program, started at alpha = 1, is often unbounded and the loop returns its
-    start (fresh solves on conflicting rows reaching the condition, K = 5 / 8: 14 / 3 of 30
-    at trace 1, 30 / 30 at trace 1000; 28 of 30 at K = 16). Where it still fails, an exact
-    damped Newton solve of the same condition (alpha_fair.solve) takes over; where that fails
-    too (no solution: a direction whose gradient is zero in the group), the group keeps the
-    alpha it started from, counted and logged (Combiner.solves).
+    programs see the Gramian scaled to trace SOLVER_SCALE and start from the trace-1 alpha,
+    sqrt(SOLVER_SCALE) times above their solution's scale: on the trace-1 Gramian, started
+    at its solution's scale, their first linearized program is often unbounded and the loop
+    returns its start (benchmarks/nash_solver.py). Where they still miss, an exact damped
+    Newton solve of the same condition (alpha_fair.solve) takes over; where that fails too
+    (no solution: a nonnegative combination of the gradients that is zero, such as two
+    opposite gradients), the group keeps the alpha it started from, counted and logged
+    (Combiner.solves). A direction whose gradient is exactly zero gives the group a zero
+    update (GramianWeighting.shrinks_to_zero), without a solve.
     """
 
     state_per_group = True
@@ -89,21 +91,27 @@ class NashMTL(GramianWeighting):
         alpha = self.alpha[rows, group]
         if self.updates % self.update_every:
             return alpha.clone()
-        solver = self._solver(len(rows))
-        # alpha solves the trace-1 Gramian; the solver's Gramian is SOLVER_SCALE times
-        # that, whose solution is alpha / sqrt(SOLVER_SCALE)
-        root = SOLVER_SCALE ** 0.5
-        solver.prvs_alpha = (alpha / root).numpy().copy()
-        solver.step = min(solver.step, 1)  # 0 builds the program (first call), then reuse it
-        try:
-            new = solver(gram_factor(gram * SOLVER_SCALE)).double() * root
-        except Exception:  # (cvxpy's errors: the exact solve below answers for it)
-            new = torch.full_like(alpha, math.nan)
+        new = self.torchjd_solve(gram, alpha)
         if not alpha_fair.residual(gram, new) <= self.tolerance:
             new = alpha_fair.solve(gram, start=alpha)
         if alpha_fair.residual(gram, new) <= self.tolerance:
             self._pending[1][:, group] = new
         return new
+
+    def torchjd_solve(self, gram, alpha):
+        """TorchJD's answer for the trace-1 Gramian ``gram`` from ``alpha`` (NaN where its
+        solver raised: the exact solve answers then). Its Gramian is SOLVER_SCALE times
+        ``gram``, whose solution is the trace-1 one over sqrt(SOLVER_SCALE); it starts from
+        ``alpha`` itself, sqrt(SOLVER_SCALE) times above (fresh solves reaching the condition,
+        K = 5 / 8: 29-30 / 30 so, 18 / 23 of 30 started at alpha / sqrt(SOLVER_SCALE))."""
+        solver = self._solver(len(alpha))
+        solver.prvs_alpha = alpha.numpy().copy()
+        solver.step = min(solver.step, 1)  # 0 builds the program (first call), then reuse it
+        try:
+            return solver(gram_factor(gram * SOLVER_SCALE)).double() * SOLVER_SCALE ** 0.5
+        except SOLVER_ERRORS as e:
+            self.solve_error = f"TorchJD: {type(e).__name__}: {e}"
+            return torch.full_like(alpha, math.nan)
 
     def fallback_weights(self, group, rows):
         return self.alpha[rows, group].clone()

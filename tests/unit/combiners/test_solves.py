@@ -19,8 +19,9 @@ TASKS = ["a", "b", "c", "d"]
 
 
 def _opposite(rows):
-    """Rows 1 = -2 x row 0 in group 0: G w = 0 for w = (1, 2, 0, 0) >= 0, where
-    G w = w^(-1/alpha) has no solution (its convex objective is unbounded below)."""
+    """Row 1 = -2 x row 0 in group 0: a nonnegative combination of the two (mean-loss) rows
+    is zero, so G w = 0 for some w >= 0, and G w = w^(-1/alpha) has no solution (its convex
+    objective is unbounded below)."""
     rows[1, :60] = -2 * rows[0, :60]
 
 
@@ -110,7 +111,7 @@ def test_one_direction_and_all_zero_groups_need_no_solve(name):
 
 
 @pytest.mark.parametrize("name", ["imtl_g", "aligned_mtl", "fairgrad", "nash_mtl", "cagrad", "mgda"])
-def test_a_vanishing_gradient_shrinks_the_update_without_a_jump_at_zero(name):
+def test_a_vanishing_gradient_shrinks_the_update_without_a_jump_at_zero(name, caplog):
     """These methods' weights (summing to 1) concentrate on a shrinking gradient: the group's
     update shrinks with it (benchmarks/scale.py), and an exactly zero gradient gives the
     limit, a zero update, not a failed solve (IMTL-G and Aligned-MTL gave 1.5x the plain
@@ -123,8 +124,49 @@ def test_a_vanishing_gradient_shrinks_the_update_without_a_jump_at_zero(name):
         rows = base.clone()
         rows[1] *= s
         combiner = build_combiner(name)
-        out = combiner.combine(rows, TASKS[:3], groups, 0, ntokens=ones)
+        with caplog.at_level(logging.WARNING, logger="fairseq_gradvac.combiners.gramian"):
+            out = combiner.combine(rows, TASKS[:3], groups, 0, ntokens=ones)
+            combiner.combine(rows, TASKS[:3], groups, 1, ntokens=ones)
         norms.append(float(out.norm() / rows.sum(0).norm()))
         if combiner.solves:
             assert combiner.last_report.failed_solves == 0, s
     assert norms[0] < 0.02 and norms[1] < 1e-4 and norms[2] == 0, norms
+    if getattr(combiner, "shrinks_to_zero", False):  # the limit rule: warned once, counted
+        assert combiner.zeroed_groups == 2
+        zeroed = [r for r in caplog.records if "exactly zero gradient" in r.getMessage()]
+        assert len(zeroed) == 1 and "b has" in zeroed[0].getMessage()
+
+
+def test_cagrads_check_fails_an_answer_off_its_optimum():
+    """The duality gap catches a wrong CAGrad answer, not only a solver that raises: the
+    weights of a simplex point that is not the program's minimizer fail the check."""
+    rows, n = _conflicting_rows(4, [60], seed=3)
+    combiner = build_combiner("cagrad")
+    gram = rows / n[:, None] @ (rows / n[:, None]).T
+    gram = gram / gram.trace()
+    right = combiner.weighting(gram).double()
+    assert combiner.residual(gram, right) <= combiner.tolerance
+    b = torch.full((4,), 0.25, dtype=torch.float64)
+    for vertex in range(4):  # b + lambda e_j, as TorchJD's weights are built, at every vertex
+        wrong = b + 3.0 * torch.eye(4, dtype=torch.float64)[vertex]
+        if not torch.allclose((right - b) / (right - b).sum(), (wrong - b) / 3.0, atol=1e-3):
+            assert combiner.residual(gram, wrong) > combiner.tolerance, vertex
+
+
+def test_mgda_reports_nothing_solved_for_a_non_finite_gram():
+    rows, n = _conflicting_rows(3, [60, 40], seed=1)
+    rows[1, 5] = float("nan")
+    combiner = build_combiner("mgda")
+    _combine(combiner, rows, n)
+    assert combiner.last_report.solved is None and combiner.last_report.failed_solves is None
+
+
+def test_a_bug_in_a_solver_is_not_taken_for_a_failed_solve(monkeypatch):
+    """Only the errors solvers give up with count as failed solves; anything else stops."""
+    def broken(self, gram, group, rows):
+        raise AttributeError("'QuadprogProjector' object has no attribute 'reg_eps'")
+
+    monkeypatch.setattr(type(build_combiner("upgrad")), "group_weights", broken)
+    rows, n = _conflicting_rows(3, [60, 40], seed=1)
+    with pytest.raises(AttributeError):
+        _combine(build_combiner("upgrad"), rows, n)
