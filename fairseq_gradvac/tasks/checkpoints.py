@@ -55,6 +55,9 @@ def _hand_back(path, state) -> None:
         return
     task_state = state.get("task_state") or {}
     task.check_languages(task_state)
+    if not getattr(task.args, "reset_dataloader", False):
+        history = state.get("optimizer_history") or [{}]
+        task.restore_sampling(task_state.get("sampling_schedule"), int(history[-1].get("num_updates", 0)))
     saved = task_state.get("combiner")
     args = task.args
     if getattr(args, "finetune_from_model", None) and str(path) == str(args.finetune_from_model):

@@ -31,6 +31,12 @@ Per run (called by the task):
    optimizer) after an update's last micro-batch and before rescaling and clipping, the
    one place where the per-direction gradients can become the update; ``legacy_ddp``'s
    all-reduce of the summed gradient is what it replaces.
+7. ``resample``: a sampling schedule (``data/sampling_schedule.py``) gives the training set
+   other sampling ratios at an epoch's start (``setup_sampling``, what fairseq's
+   ``adjust_sampling`` calls after summing the ratios over workers, which fails on one
+   worker: every worker computes the same ratios here) and has it draw that epoch again:
+   fairseq's iterator has already called ``set_epoch`` for it with the old ratios, and
+   ``set_epoch`` skips an epoch it has drawn.
 """
 import logging
 
@@ -55,6 +61,13 @@ def install(root_level: int) -> None:
 def by_direction(dataset, mode: str):
     """Change 5: ``dataset`` batches by direction (``mode``: split or single)."""
     return direction_batches.batch_by_direction(dataset, mode)
+
+
+def resample(dataset, epoch: int, ratios, virtual_size) -> None:
+    """Change 7: ``dataset`` (a SampledMultiDataset) draws ``epoch`` with ``ratios``."""
+    dataset.setup_sampling(ratios, virtual_size)
+    dataset._cur_epoch = None  # set_epoch(epoch) draws again
+    dataset.set_epoch(epoch)
 
 
 def combine_instead_of_all_reduce(model, combine) -> None:

@@ -28,7 +28,8 @@ from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleE
 
 from ..combiners import GRANULARITIES, ParameterGroups, available_combiners
 from ..combiners.options import add_combiner_args, combiner_from_args
-from ..data.direction_batches import DIRECTION_BATCHING
+from ..data.direction_batches import DIRECTION_BATCHING, direction_of
+from ..data.sampling_schedule import Cooldown, shares
 from ..gradients import similarity
 from ..gradients.direction_gradients import DirectionGradients
 from ..gradients.exchange import LocalExchange, exchange_for
@@ -66,6 +67,14 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                                 "passes; a worker keeps min(--update-freq, K) rows, and with N "
                                 "workers the exchange sends (S+1)/2 times stock DDP's bytes, S "
                                 "the rows a worker holds: 1.0x at --update-freq 1)")
+        group = parser.add_argument_group("sampling schedule (fairseq_gradvac)")
+        group.add_argument("--cooldown-temperature", type=float, default=None, metavar="T",
+                           help="Cooldown (Li et al., NAACL 2025): sample at --sampling-temperature, "
+                                "then at T from the first epoch that starts at or after "
+                                "--cooldown-update (paper: 5, then 1 at half of training)")
+        group.add_argument("--cooldown-update", type=int, default=None, metavar="U",
+                           help="the update after which Cooldown's next epoch samples at "
+                                "--cooldown-temperature")
         group = parser.add_argument_group("gradient similarity (fairseq_gradvac, Part I)")
         group.add_argument("--similarity-interval", type=int, default=0, metavar="N",
                            help="every N updates, write the raw cosine of every pair of "
@@ -100,8 +109,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             )
         if getattr(args, "similarity_interval", 0) < 0:
             raise ValueError(f"--similarity-interval must be >= 0 (0: off), got {args.similarity_interval}")
+        self.sampling_schedule = self._build_schedule(args) if training else None
         super().__init__(args, langs, dicts, training)
         self.combiner = self._build_combiner(args) if training else None
+        self._updates_done = 0  # updates before the next epoch's sample (the schedule's clock)
+        self._sampled_at = None  # the temperature the training set was last sampled at
         self._grads = None  # DirectionGradients, built with the model's parameters
         self._grads_model = None  # ... of this model
         self._report = None  # last combiner report, logged by reduce_metrics
@@ -146,6 +158,52 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                         f"language list ({', '.join(self.langs)})"
                     )
         return combiner_from_args(args, directions)
+
+    @staticmethod
+    def _build_schedule(args):
+        """The sampling schedule of --cooldown-temperature/--cooldown-update, or None."""
+        given = [o for o, v in (("--cooldown-temperature", args.cooldown_temperature),
+                                ("--cooldown-update", args.cooldown_update)) if v is not None]
+        if not given:
+            return None
+        if len(given) == 1:
+            raise ValueError(f"Cooldown needs both --cooldown-temperature and --cooldown-update, got only {given[0]}")
+        if args.sampling_method != "temperature":
+            raise ValueError(f"Cooldown changes the sampling temperature: it needs --sampling-method "
+                             f"temperature, not {args.sampling_method}")
+        if getattr(args, "virtual_epoch_size", None) is not None:
+            raise ValueError("Cooldown resamples at an epoch's start; with --virtual-epoch-size fairseq draws "
+                             "the sample of several epochs at once: leave --virtual-epoch-size out")
+        if getattr(args, "sampling_weights", None) or getattr(args, "sampling_weights_from_file", None):
+            raise ValueError("Cooldown sets the sampling by temperature; --sampling-weights would override it")
+        return Cooldown(args.sampling_temperature, args.cooldown_temperature, args.cooldown_update)
+
+    def create_batch_sampler_func(self, *args, **kwargs):
+        """fairseq's per-epoch batch sampler, after the sampling schedule has given the
+        training set its epoch's temperature (fairseq samples an epoch as it starts)."""
+        construct = super().create_batch_sampler_func(*args, **kwargs)
+
+        def construct_batch_sampler(dataset, epoch):
+            if self.sampling_schedule is not None and epoch is not None and dataset is self.datasets.get(
+                    getattr(self.args, "train_subset", "train")):
+                self._schedule_epoch(dataset, epoch)
+            return construct(dataset, epoch)
+
+        return construct_batch_sampler
+
+    def _schedule_epoch(self, dataset, epoch):
+        temperature = self.sampling_schedule.temperature(epoch, self._updates_done)
+        if temperature == self._sampled_at:
+            return
+        sizes = [len(d) for d in dataset.datasets]
+        if temperature != self.sampling_schedule.start or self._sampled_at is not None:
+            # (the data manager sampled the first epoch at --sampling-temperature already)
+            fairseq_changes.resample(dataset, epoch, shares(sizes, temperature), self.args.virtual_data_size)
+        self._sampled_at = temperature
+        table = ", ".join(f"{direction_of(k)} {100 * s:.1f}%"
+                          for k, s in zip(dataset.keys, shares(sizes, temperature)))
+        logger.info(f"sampling: epoch {epoch} (after {self._updates_done} updates) at temperature "
+                    f"{temperature:g}: {table}")
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         is_train = self.training and split == getattr(self.args, "train_subset", "train")
@@ -249,6 +307,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         if grads.update_started():
             grads.reset()
         self._update_num = update_num
+        self._updates_done = update_num + 1  # (read when the next epoch starts, after this update)
         total_loss, total_size, merged = 0.0, 0, defaultdict(float)
         # Every worker's log has the same keys, in the same order and of the same types
         # (losses: tensors on the model's device): fairseq sums the workers' logs by
@@ -355,8 +414,21 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         state = {"langs": list(self.langs)}  # the order that gives language tokens their ids
         if self.combiner is not None:
             state["combiner"] = self.combiner.state_dict()
+        if self.sampling_schedule is not None:
+            state["sampling_schedule"] = self.sampling_schedule.state_dict()
         return state
 
+    def restore_sampling(self, state, updates_done):
+        """The schedule's state and clock from the checkpoint a training run resumes from."""
+        self._updates_done = updates_done
+        if self.sampling_schedule is None:
+            if state is not None:
+                logger.warning("the checkpoint was trained with a sampling schedule, this run has none")
+            return
+        if state is None:
+            raise ValueError("the checkpoint was trained without a sampling schedule, this run has "
+                             "--cooldown-temperature/--cooldown-update; pass --reset-dataloader to start it afresh")
+        self.sampling_schedule.load_state_dict(state)
     def load_state_dict(self, state_dict):
         """Called by fairseq when loading for generation: the combiner is not needed there
         (and the generation command need not repeat the training's combiner options), so

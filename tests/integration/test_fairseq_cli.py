@@ -181,6 +181,36 @@ def test_single_direction_batches_resume_exactly_inside_an_epoch(corpus, tmp_pat
     _assert_equal_states(resumed["task_state"], expected["task_state"])
 
 
+@pytest.mark.parametrize("switch,moment,resumed_from", [
+    (10, "update:10", "(epoch 1 @ 8 updates)"),  # killed before the change
+    (10, "update:18", "(epoch 2 @ 16 updates)"),  # inside epoch 2, drawn at T=1
+    (15, "update:18", "(epoch 2 @ 16 updates)"),  # inside epoch 2, drawn at T=5 before update 15
+])
+def test_cooldown_resumes_exactly_across_its_change_of_temperature(corpus, tmp_path, switch, moment, resumed_from):
+    """Cooldown from T=5 to T=1: the first epoch that starts at or after update ``switch``
+    samples at T=1 (epoch 2 starts after 13 updates). Killed before the change or after it,
+    the same command gives the uninterrupted run, bit for bit; resumed after update 15 inside
+    an epoch that began hot, it stays hot."""
+    run = ("--max-update", "30", "--save-interval-updates", "4", "--gradient-combiner", "sum",
+           "--cooldown-temperature", "1", "--cooldown-update", str(switch))
+    whole = str(tmp_path / "whole")
+    log = train(corpus, whole, *run)
+    log = log.stdout + log.stderr
+    assert "sampling: epoch 1 (after 0 updates) at temperature 5:" in log
+    cold = "at temperature 1: en-fr 38.5%, en-cs 11.5%"
+    assert (f"sampling: epoch 2 (after 13 updates) {cold}" in log) == (switch == 10)
+    assert cold in log
+    train_killed_at(moment, corpus, str(tmp_path / "killed"), *run)
+    proc = train(corpus, str(tmp_path / "killed"), *run)
+    assert resumed_from in proc.stdout + proc.stderr
+    expected = load_checkpoint(os.path.join(whole, "checkpoint_last.pt"))
+    resumed = load_checkpoint(tmp_path / "killed" / "checkpoint_last.pt")
+    for key, value in expected["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    _assert_equal_states(resumed["task_state"], expected["task_state"])
+    assert expected["task_state"]["sampling_schedule"]["switch_epoch"] == (2 if switch == 10 else 3)
+
+
 def test_nash_mtl_resumes_exactly(corpus, tmp_path):
     """Nash-MTL's state (alpha per direction and group, warm-starting its solver) comes back
     from the checkpoint: killed after update 18, the same command continues from update 16
