@@ -31,7 +31,8 @@
 # Environment (defaults in brackets):
 #   DATA [libreoffice_study] configs/data/DATA.sh or a path   MODEL [demo_cpu] configs/models/
 #   ROWS [multilingual_t1 multilingual_t5 pcgrad_all_layer_t5 gradvac_all_layer_t5
-#         gradvac_all_layer_low_t5]  METHOD_TSAMPLING, METHOD a configs/methods/*.args;
+#         gradvac_all_layer_low_t5]  METHOD_SAMPLING, METHOD a configs/methods/*.args,
+#         SAMPLING a configs/sampling/*.args (t1, t5, cooldown);
 #         METHOD_low is METHOD on the data config's LOW directions only (--gradvac-directions)
 #   EXTRA_ROWS [none]  more rows, e.g. "gradvac_whole_model_t5 mgda_t5 gradnorm_t5"
 #   SEEDS ["1 2 3"]  JOBS [2] runs side by side   CURVE_SEEDS [2] baseline seeds of step 2
@@ -78,7 +79,7 @@ LOW_DIRECTIONS=${LOW_DIRECTIONS%,}
 
 method_of() {  # ROW_SAMPLING -> "method sampling": refused unless both configs exist
   local spec=$1 row sampling
-  [[ $spec =~ ^([a-z0-9_]+)_(t[0-9]+)$ ]] || { echo "[study] a row is METHOD_tN, not '$spec'" >&2; return 2; }
+  [[ $spec =~ ^([a-z0-9_]+)_(t[0-9]+|[a-z]+)$ ]] || { echo "[study] a row is METHOD_SAMPLING (SAMPLING: tN or a schedule, e.g. cooldown), not '$spec'" >&2; return 2; }
   row=${BASH_REMATCH[1]} sampling=${BASH_REMATCH[2]}
   [[ $row == *_low ]] && row=${row%_low}
   [ -f "configs/methods/$row.args" ] || { echo "[study] no such method: configs/methods/$row.args (row $spec)" >&2; return 2; }

@@ -26,7 +26,7 @@ from .plotting import pyplot
 from ..combiners.parameter_names import parse_layer
 from .records import read_similarity
 
-_RUN = re.compile(r"^(?P<key>.+_t\d+)_seed(?P<seed>\d+)$")
+_RUN = re.compile(r"^(?P<key>.+_(?:t\d+|[a-z]+))_seed(?P<seed>\d+)$")  # (a temperature, or a schedule)
 _CORRECTED = re.compile(r"\btrain_inner\b.*?\bcorrected=(?P<share>[0-9.eE+-]+).*?\bnum_updates=(?P<update>\d+)")
 
 

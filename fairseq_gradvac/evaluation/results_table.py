@@ -51,7 +51,19 @@ ROW_ORDER = [
     ("gradvac_all_layer_low", "(9) GradVac w. all_layer, low-resource directions only"),
 ]
 METRICS = {"bleu": "BLEU", "chrf": "chrF"}
-_RUN = re.compile(r"^(?P<row>.+)_(?P<sampling>t\d+)_seed(?P<seed>\d+)$")
+# ROW_SAMPLING_seedN: SAMPLING a temperature (t5) or a schedule's name (cooldown), as in configs/sampling/
+_RUN = re.compile(r"^(?P<row>.+)_(?P<sampling>t\d+|[a-z]+)_seed(?P<seed>\d+)$")
+
+
+def _t(sampling):
+    """The T column of a run's sampling: 5 for t5, a schedule by its name (cooldown)."""
+    return sampling[1:] if re.fullmatch(r"t\d+", sampling) else sampling
+
+
+def _sampling_order(sampling):
+    """Temperatures in their order (t1 before t5), then schedules by name."""
+    t = _t(sampling)
+    return (0, int(t), "") if t.isdigit() else (1, 0, t)
 
 
 def _score_files(path, at=""):
@@ -130,7 +142,7 @@ def off_target_table(rates, zero_shot):
         cells = [_seed_cell(seeds, [d]) for d in zero]
         cells += [_seed_cell(seeds, zero)] if zero else []
         cells += [_seed_cell(seeds, supervised)] if supervised else []
-        lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(row)} | {_t(sampling)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -209,7 +221,7 @@ def _label(row):
 
 def _row_order(key):
     known = [r for r, _ in ROW_ORDER]
-    return (known.index(key[0]) if key[0] in known else len(known), key[0], int(key[1][1:]))
+    return (known.index(key[0]) if key[0] in known else len(known), key[0], _sampling_order(key[1]))
 
 
 def table1(runs, langs, zero_shot, expected=()):
@@ -231,7 +243,7 @@ def table1(runs, langs, zero_shot, expected=()):
                     cells += [_seed_cell(seeds, [d]) for d in side] + [_seed_cell(seeds, side)]
             if zero_shot:
                 cells.append(_seed_cell(seeds, zero_shot))
-        lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(row)} | {_t(sampling)} | " + " | ".join(cells) + " |")
     seeds_used = sorted({len(v) for v in runs.values()})
     lines.append("")
     lines.append(f"Seeds per row: {', '.join(map(str, seeds_used))}; with several, cells show "
@@ -252,10 +264,10 @@ def imbalance_table(runs, levels, rows=("multilingual", "pcgrad_all_layer", "gra
             continue
         lines += [f"| {side} | " + " | ".join(groups) + " | All |", "|---|" + "---:|" * (len(groups) + 1)]
         for row, sampling in sorted((k for k in runs if k[0] in rows),
-                                    key=lambda k: (rows.index(k[0]), int(k[1][1:]))):
+                                    key=lambda k: (rows.index(k[0]), _sampling_order(k[1]))):
             seeds = runs[(row, sampling)]
             cells = [_seed_cell(seeds, ds) for ds in groups.values()] + [_seed_cell(seeds, every)]
-            label = f"T={sampling[1:]}" if row == "multilingual" else f"{_label(row)} T={sampling[1:]}"
+            label = f"T={_t(sampling)}" if row == "multilingual" else f"{_label(row)} T={_t(sampling)}"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -263,7 +275,7 @@ def imbalance_table(runs, levels, rows=("multilingual", "pcgrad_all_layer", "gra
 
 def zero_shot_table(runs, zero_shot):
     head = "| row | T | " + " | ".join(zero_shot) + " |"
-    rows = [f"| {_label(r)} | {s[1:]} | " + " | ".join(_seed_cell(runs[(r, s)], [d]) for d in zero_shot) + " |"
+    rows = [f"| {_label(r)} | {_t(s)} | " + " | ".join(_seed_cell(runs[(r, s)], [d]) for d in zero_shot) + " |"
             for r, s in sorted(runs, key=_row_order)]
     return "\n".join([head, "|---|---|" + "---:|" * len(zero_shot)] + rows)
 
@@ -433,11 +445,11 @@ def significance_tables(tests, baseline, alpha=0.05):
                 if len(seeds) in (up, down):
                     each = ", ".join(f"{t['delta']:+.2f} [{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}] p {t['p']:.3f}"
                                      for t in seeds)
-                    everywhere.append(f"{name} {d}: {_label(row)} T={sampling[1:]} {'better' if up else 'worse'} "
+                    everywhere.append(f"{name} {d}: {_label(row)} T={_t(sampling)} {'better' if up else 'worse'} "
                                       f"in all {len(seeds)} seeds (mean {mean:+.2f}; {each}); after Holm in "
                                       f"{max(hup, hdown)} of {len(seeds)}")
                 cells.append(cell)
-            lines.append(f"| {_label(row)} | {sampling[1:]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(row)} | {_t(sampling)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"Tests per row and seed (Holm's family: the row's directions x BLEU, chrF) and those with "
               f"p < {alpha:g}, uncorrected / after Holm, per seed:", ""]
@@ -446,7 +458,7 @@ def significance_tables(tests, baseline, alpha=0.05):
         for t in tests:
             if (t["row"], t["sampling"]) == (row, sampling):
                 family[t["seed"]].append(t)
-        lines.append(f"- {_label(row)} T={sampling[1:]}: " + "; ".join(
+        lines.append(f"- {_label(row)} T={_t(sampling)}: " + "; ".join(
             f"seed {s}: {sum(t['p'] < alpha for t in ts)} / {sum(t['p_holm'] < alpha for t in ts)} of {len(ts)}"
             for s, ts in sorted(family.items())))
     lines += ["", f"Significant (p < {alpha:g}, uncorrected) in the same direction in every seed "
@@ -527,7 +539,7 @@ def paired_seeds_tables(tests, baseline, alpha=0.05):
         if not cells:
             continue
         lines += [f"### {name}: difference to {baseline}, mean over seeds [95% interval], p, each seed's sign", "",
-                  "| cell | " + " | ".join(f"{_label(r)} T={s[1:]}" for r, s in rows) + " |",
+                  "| cell | " + " | ".join(f"{_label(r)} T={_t(s)}" for r, s in rows) + " |",
                   "|---|" + "---:|" * len(rows)]
         for cell in cells:
             out = []
@@ -548,7 +560,7 @@ def paired_seeds_tables(tests, baseline, alpha=0.05):
     for r, s in rows:
         tested = [t for t in tests if (t["row"], t["sampling"]) == (r, s) and t["p"] is not None]
         seeds = sorted({len(t["seeds"]) for t in tests if (t["row"], t["sampling"]) == (r, s)})
-        lines.append(f"- {_label(r)} T={s[1:]}: {sum(t['p'] < alpha for t in tested)} / "
+        lines.append(f"- {_label(r)} T={_t(s)}: {sum(t['p'] < alpha for t in tested)} / "
                      f"{sum(t['p_holm'] < alpha for t in tested)} of {len(tested)} (seeds: "
                      f"{', '.join(map(str, seeds))})")
     return "\n".join(lines) + "\n"
@@ -574,7 +586,7 @@ def imbalance_differences(scores, levels, baseline, paper=None):
     for key in sorted(scores, key=_row_order):
         if key == base_key:
             continue
-        label = "T=" + key[1][1:] if key[0] == "multilingual" else f"{_label(key[0])} T={key[1][1:]}"
+        label = "T=" + _t(key[1]) if key[0] == "multilingual" else f"{_label(key[0])} T={_t(key[1])}"
         cells = []
         for groups in sides.values():
             for ds in groups.values():
@@ -613,7 +625,7 @@ def times_table(runs_dir):
     lines = ["| row | T | training minutes per run |", "|---|---|---:|"]
     for (row, sampling), seeds in sorted(run_folders(runs_dir).items(), key=lambda kv: _row_order(kv[0])):
         minutes = [training_seconds(seeds[s]) / 60 for s in sorted(seeds)]
-        lines.append(f"| {_label(row)} | {sampling[1:]} | {_cell(minutes)} |")
+        lines.append(f"| {_label(row)} | {_t(sampling)} | {_cell(minutes)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -282,5 +282,7 @@ def test_bad_rows_are_refused_before_anything_runs(config, tmp_path):
     rc, out = _run(config, tmp_path, tmp_path / "results", ROWS="gradvac_all_layer_t5")
     assert rc == 2 and "ROWS must include the baseline multilingual_t5" in out
     rc, out = _run(config, tmp_path, tmp_path / "results", ROWS="multilingual_t5 pcgrad")
-    assert rc == 2 and "a row is METHOD_tN, not 'pcgrad'" in out
+    assert rc == 2 and "a row is METHOD_SAMPLING (SAMPLING: tN or a schedule, e.g. cooldown), not 'pcgrad'" in out
+    rc, out = _run(config, tmp_path, tmp_path / "results", ROWS="multilingual_t5 multilingual_dpl")
+    assert rc == 2 and "no such sampling: configs/sampling/dpl.args (row multilingual_dpl)" in out
     assert not os.listdir(tmp_path)

@@ -50,6 +50,19 @@ def test_imbalance_table_in_the_papers_order(runs):
     assert t1 == "| T=1 | 8.00 | 1.00 | 5.67 |"
 
 
+def test_a_sampling_schedule_is_a_row_of_its_own(runs):
+    """ROW_SAMPLING_seedN with a schedule's name (configs/sampling/cooldown.args) for SAMPLING:
+    its own row, after the temperatures, labelled by the name."""
+    _run(runs, "multilingual_cooldown_seed1", {"en-fr": 13.0, "en-cs": 7.0, "en-hi": 3.0})
+    assert set(results_table.run_folders(str(runs))) == {
+        ("multilingual", "t1"), ("multilingual", "t5"), ("multilingual", "cooldown"), ("gradvac_all_layer", "t5")}
+    table = results_table.table1(results_table.collect(runs), ["fr", "cs", "tr", "hi"], [])
+    rows = [l.split("|")[1:3] for l in table.splitlines() if l.startswith("| (2)")]
+    assert [r[1].strip() for r in rows] == ["1", "5", "cooldown"]
+    text = results_table.imbalance_table(results_table.collect(runs), {"High": ["fr", "cs"], "Med": [], "Low": ["hi"]})
+    assert "| T=cooldown | 10.00 | 3.00 | 7.67 |" in text
+
+
 def test_no_evaluated_run_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no evaluated runs"):
         results_table.main([str(tmp_path)])
