@@ -211,6 +211,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         if is_train:
             dataset = self.datasets[split]
+            self._sampled_at = None  # a new training set, sampled at --sampling-temperature
             for key, sub in zip(dataset.keys, dataset.datasets):
                 if len(sub) == 0:
                     raise ValueError(f"training direction {key} has no examples in {split}")

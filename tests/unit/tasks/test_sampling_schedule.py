@@ -37,6 +37,13 @@ def test_each_epoch_is_sampled_at_its_temperature(corpus):
     task._updates_done = 20  # epoch 3 starts after it: cold from here on
     assert _epoch_shares(task, dataset, 3) == pytest.approx(cold, abs=2 * len(sizes) / len(dataset))
     assert task.state_dict()["sampling_schedule"] == {"schedule": "cooldown", "switch_epoch": 3, "last_epoch": 3}
+    # a training set loaded again (fairseq does so every epoch for sharded data) comes at
+    # --sampling-temperature: the schedule samples it again at the epoch's temperature
+    del task.datasets["train"]  # (fairseq rebuilds only sharded training sets; here by hand)
+    task.load_dataset("train", epoch=4)
+    again = task.datasets["train"]
+    assert again is not dataset
+    assert _epoch_shares(task, again, 4) == pytest.approx(cold, abs=2 * len(sizes) / len(again))
 
 
 @pytest.mark.parametrize("extra,message", [
