@@ -570,8 +570,9 @@ def imbalance_differences(scores, levels, baseline, paper=None):
     """Each row's difference to the baseline per side and resource level: the mean over the
     seeds both have of the per-seed differences (unrounded until printed, so no cell is off
     by a rounding), beside the paper's where it has that row. ``scores``: collect_seeds(...);
-    ``paper``: {"source": ..., "rows": {ROW_SAMPLING: {side: {level: difference}}}}, as the
-    committed paper_imbalance.json."""
+    ``paper``: {"source": ..., "baseline": ROW_SAMPLING, "rows": {ROW_SAMPLING: {side: {level:
+    BLEU}}}}, the paper's own numbers (the committed paper_imbalance.json): its differences
+    are computed here, to its baseline row."""
     base_key = tuple(baseline.rsplit("_", 1))
     if base_key not in scores:
         return ""
@@ -583,6 +584,7 @@ def imbalance_differences(scores, levels, baseline, paper=None):
     head = [f"{side} {level}" for side, groups in sides.items() for level in groups]
     lines = ["| | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
     paper_rows = (paper or {}).get("rows", {})
+    paper_base = paper_rows.get((paper or {}).get("baseline", baseline))
     for key in sorted(scores, key=_row_order):
         if key == base_key:
             continue
@@ -597,9 +599,10 @@ def imbalance_differences(scores, levels, baseline, paper=None):
                 cells.append(cell + (f" (n={len(diffs)})" if diffs and len(diffs) < len(base) else ""))
         lines.append(f"| {label}, here | " + " | ".join(cells) + " |")
         theirs = paper_rows.get(f"{key[0]}_{key[1]}")
-        if theirs:
+        if theirs and paper_base:
             lines.append(f"| {label}, paper | " + " | ".join(
-                f"{theirs[side][level]:+.2f}" if level in theirs.get(side, {}) else "-"
+                f"{theirs[side][level] - paper_base[side][level]:+.2f}"
+                if level in theirs.get(side, {}) and level in paper_base.get(side, {}) else "-"
                 for side, groups in sides.items() for level in groups) + " |")
     if paper_rows:
         lines += ["", f"Paper: {paper['source']}"]
@@ -679,7 +682,7 @@ def main(argv=None):
     p.add_argument("--baseline", default="multilingual_t5", help="ROW_SAMPLING the paired tests compare with")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no paired tests)")
     p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--paper", default=None, help="the paper's imbalance table, BLEU differences to the baseline "
+    p.add_argument("--paper", default=None, help="the paper's imbalance table, BLEU per row and resource level "
                    "[paper_imbalance.json beside RUNS_DIR, when there]")
     p.add_argument("--out", default=None, help="also write OUT.md and OUT.json")
     a = p.parse_args(argv)

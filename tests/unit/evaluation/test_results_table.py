@@ -258,7 +258,7 @@ def _bundle_bleu(row, seed, at=""):
 def test_the_imbalance_table_beside_the_papers_is_the_bundles_unrounded_means(at):
     """Each cell: the mean over seeds 1-3 of (row's average BLEU over the level's directions
     minus multilingual T=5's), from the committed bundles' bleu.json; the paper's rows from
-    paper_imbalance.json."""
+    its own BLEU in paper_imbalance.json, differenced by the code."""
     levels = {"High": ["fr", "cs"], "Med": ["tr"], "Low": ["hi"]}
     with open(os.path.join(STUDY, "paper_imbalance.json")) as f:
         paper = json.load(f)
