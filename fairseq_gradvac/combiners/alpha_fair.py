@@ -58,7 +58,7 @@ def solve(gram: torch.Tensor, alpha: float = 1.0, start: Optional[torch.Tensor] 
         w = start.double().clone()
     else:
         scale = g.diagonal().mean().clamp_min(torch.finfo(g.dtype).tiny)
-        w = torch.full((k,), float(scale.rsqrt()), dtype=g.dtype)
+        w = torch.full((k,), float(scale.rsqrt()), dtype=g.dtype, device=g.device)
     f = _objective(g, w, alpha)
     for _ in range(iterations):
         grad = g @ w - _power(w, alpha)

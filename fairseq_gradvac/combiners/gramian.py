@@ -95,9 +95,9 @@ class GramianWeighting(Combiner):
         method solves, relative; solved at most ``tolerance`` (methods that solve: ``solves``)."""
         raise NotImplementedError
 
-    def fallback_weights(self, group: int, rows: List[int]) -> torch.Tensor:
+    def fallback_weights(self, gram: torch.Tensor, group: int, rows: List[int]) -> torch.Tensor:
         """A failed solve's weights (``fallback`` says them): uniform, the group's mean gradient."""
-        return torch.ones(len(rows), dtype=torch.float64)
+        return torch.ones(len(rows), dtype=torch.float64, device=gram.device)
 
     def _note_zero_group(self, group: str, tasks: List[str], step: int) -> None:
         """A group the limit rule zeroed: counted; the first one is a warning (its update is
@@ -122,7 +122,7 @@ class GramianWeighting(Combiner):
             self.solve_error = f"{type(e).__name__}: {e}"
             w, r = None, math.inf
         if not r <= self.tolerance:  # (NaN too)
-            w = self.fallback_weights(group, rows)
+            w = self.fallback_weights(gram, group, rows)
         return w, r
 
     def scale(self, w: torch.Tensor) -> torch.Tensor:
@@ -154,7 +154,7 @@ class GramianWeighting(Combiner):
             if len(tasks) == 1 or not trace[k] > 0:
                 # Nothing to solve: one task's update is its gradient; a group where every
                 # gradient is zero gets a zero update whatever the weights (the mean's).
-                w, r = torch.ones(len(tasks), dtype=torch.float64), 0.0
+                w, r = torch.ones(len(tasks), dtype=torch.float64, device=host.device), 0.0
             elif self.shrinks_to_zero and bool(zero.any()):
                 w, r = zero.double(), 0.0  # the weights' limit: all on the zero gradients
                 self._note_zero_group(groups.names[k], [tasks[i] for i in zero.nonzero().flatten().tolist()], step)
@@ -165,7 +165,7 @@ class GramianWeighting(Combiner):
         w = self.scale(torch.stack(weights)).to(gram.device, gram.dtype)
         self.last_report = StepReport(tasks, groups.names, weights=w)
         if self.solves:
-            residual = torch.tensor(residuals, dtype=torch.float64)
+            residual = torch.tensor(residuals, dtype=torch.float64, device=host.device)
             self.last_report.residual = residual
             self.last_report.solved = residual <= self.tolerance  # (NaN: failed)
         return w * (self._divisor(n) / n)

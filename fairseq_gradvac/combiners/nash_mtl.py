@@ -113,7 +113,7 @@ class NashMTL(GramianWeighting):
             self.solve_error = f"TorchJD: {type(e).__name__}: {e}"
             return torch.full_like(alpha, math.nan)
 
-    def fallback_weights(self, group, rows):
+    def fallback_weights(self, gram, group, rows):
         return self.alpha[rows, group].clone()
 
     def residual(self, gram, w):

@@ -17,7 +17,7 @@ from .options import finite_float
 def regularized(gram: torch.Tensor, weighting) -> torch.Tensor:
     """The Gramian TorchJD's QP solves on: trace 1 (as given here) plus reg_eps I, which keeps
     it positive definite (UPGrad's and DualProj's projector)."""
-    return gram + weighting.projector.reg_eps * torch.eye(gram.shape[0], dtype=gram.dtype)
+    return gram + weighting.projector.reg_eps * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
 
 
 def dual_cone_residual(gram: torch.Tensor, w: torch.Tensor) -> float:
@@ -161,7 +161,7 @@ class FairGrad(TorchJDWeighting):
             w = self.weighting(gram).double()
         except SOLVER_ERRORS as e:  # (the exact solve below answers for it)
             self.solve_error = f"TorchJD: {type(e).__name__}: {e}"
-            w = torch.full((gram.shape[0],), math.nan, dtype=torch.float64)
+            w = torch.full((gram.shape[0],), math.nan, dtype=torch.float64, device=gram.device)
         if not self.residual(gram, w) <= self.tolerance:
             w = alpha_fair.solve(gram, self.alpha)
         return w

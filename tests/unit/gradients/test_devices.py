@@ -98,3 +98,24 @@ def test_the_update_keeps_its_scale_when_the_last_micro_batch_is_a_dummy(name, l
         outs.append(combined / (1.0 if name == "sum" else divisor))
         gen = torch.Generator().manual_seed(5)  # the same rows again
     assert torch.allclose(outs[0], outs[1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name,case", [
+    ("fairgrad", "opposite"), ("nash_mtl", "opposite"), ("upgrad", "opposite"),  # failed solves, fallbacks
+    ("imtl_g", "zero"), ("nash_mtl", "zero"),  # the limit rule of an exactly zero gradient
+])
+def test_fallbacks_and_the_zero_gradient_rule_make_their_tensors_on_the_rows_device(name, case):
+    groups = ParameterGroups.from_sizes([40, 30])
+    gen = torch.Generator().manual_seed(1)
+    rows = torch.randn(3, 70, generator=gen, dtype=torch.float64)
+    if case == "opposite":
+        rows[1, :40] = -2 * rows[0, :40]  # no solution of G w = w^(-1/alpha) in group 0
+    else:
+        rows[2, :40] = 0
+    n = torch.tensor([10.0, 20.0, 30.0], dtype=torch.float64)
+    combiner = build_combiner(name)
+    with wrong_default_device():
+        out = combiner.combine(rows, ["a", "b", "c"], groups, 0, ntokens=n)
+    assert bool(torch.isfinite(out).all())
+    if case == "zero":
+        assert not bool(out[:40].any())
