@@ -195,13 +195,12 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         temperature = self.sampling_schedule.temperature(epoch, self._updates_done)
         if temperature == self._sampled_at:
             return
-        sizes = [len(d) for d in dataset.datasets]
+        ratios = shares([len(d) for d in dataset.datasets], temperature)
         if temperature != self.sampling_schedule.start or self._sampled_at is not None:
             # (the data manager sampled the first epoch at --sampling-temperature already)
-            fairseq_changes.resample(dataset, epoch, shares(sizes, temperature), self.args.virtual_data_size)
+            fairseq_changes.resample(dataset, epoch, ratios, self.args.virtual_data_size)
         self._sampled_at = temperature
-        table = ", ".join(f"{direction_of(k)} {100 * s:.1f}%"
-                          for k, s in zip(dataset.keys, shares(sizes, temperature)))
+        table = ", ".join(f"{direction_of(k)} {100 * r:.1f}%" for k, r in zip(dataset.keys, ratios))
         logger.info(f"sampling: epoch {epoch} (after {self._updates_done} updates) at temperature "
                     f"{temperature:g}: {table}")
 
