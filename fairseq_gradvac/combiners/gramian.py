@@ -150,12 +150,12 @@ class GramianWeighting(Combiner):
         host = host / torch.where(trace > 0, trace, torch.ones_like(trace))[:, None, None]
         weights, residuals = [], []
         for k in range(len(groups)):
-            zero = host[k].diagonal() == 0
+            zero = host[k].diagonal() == 0 if self.shrinks_to_zero else None
             if len(tasks) == 1 or not trace[k] > 0:
                 # Nothing to solve: one task's update is its gradient; a group where every
                 # gradient is zero gets a zero update whatever the weights (the mean's).
                 w, r = torch.ones(len(tasks), dtype=torch.float64, device=host.device), 0.0
-            elif self.shrinks_to_zero and bool(zero.any()):
+            elif zero is not None and bool(zero.any()):
                 w, r = zero.double(), 0.0  # the weights' limit: all on the zero gradients
                 self._note_zero_group(groups.names[k], [tasks[i] for i in zero.nonzero().flatten().tolist()], step)
             else:

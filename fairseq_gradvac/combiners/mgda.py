@@ -149,8 +149,9 @@ class MGDA(Combiner):
         n = token_counts(ntokens, len(tasks), gram)
         mean_gram = gram / (n[:, None] * n[None, :])
         alpha = min_norm_weights(mean_gram)
-        gap = duality_gap(mean_gram, alpha)
-        self.last_report = StepReport(tasks, groups.names, weights=alpha.to(gram.dtype))
+        weights = alpha.to(gram.dtype)
+        self.last_report = StepReport(tasks, groups.names, weights=weights)
         if bool(self.gram_finite):  # (a non-finite Gram: the plain sum, nothing solved; a host sync)
+            gap = duality_gap(mean_gram, alpha)
             self.last_report.residual, self.last_report.solved = gap, gap <= GAP_TOLERANCE
-        return alpha.to(gram.dtype) * (self._divisor(n) / n)
+        return weights * (self._divisor(n) / n)
