@@ -95,6 +95,9 @@ class Combiner:
     """Base class: validates input and keeps the task-name -> state-row mapping."""
 
     name = "base"
+    # True: the method combines per-direction gradients (rows); False: it weighs each
+    # token's loss before the one backward of a micro-batch (loss_weighting.py)
+    needs_rows = True
     needs_gram = True  # False: weigh() ignores the Gram matrices (may be given None)
     # True: the method weighs the per-task mean losses (per token), and scales the update
     # for fairseq's division by the batch's tokens (not its sentences: --sentence-avg)

@@ -13,14 +13,18 @@ side and language tokens of the stock batch, one batch per direction.
   direction's temperature-sampled indices; fairseq's epoch iterator then shuffles the
   batches and deals them to workers as always. Every pass is a full-size batch, and an
   update's directions are those its --update-freq x N batches drew (Algorithm 1, line 6).
+- ``mixed`` (the loss-weighting methods): fairseq's own mixed minibatches, unchanged, with
+  each row's direction number in ``batch["direction"]`` (the rows' order is the collater's,
+  which sorts by length: the direction travels in the row's id through it).
 """
 from collections import OrderedDict
 
 import numpy as np
+import torch
 from fairseq.data import FairseqDataset
 from fairseq.data.multilingual import sampled_multi_dataset, sampled_multi_epoch_dataset
 
-DIRECTION_BATCHING = ("split", "single")
+DIRECTION_BATCHING = ("split", "single", "mixed")
 
 
 def direction_of(key) -> str:
@@ -48,6 +52,40 @@ def _collate_by_direction(self, samples, **extra_args):
     )
 
 
+def _collate_labelled(self, samples, **extra_args):
+    """fairseq's mixed batch, plus ``direction``: each row's direction number (as in
+    direction_numbers). The ids of the rows carry their sub-dataset through the collater
+    (id * D + sub-dataset, D sub-datasets) and are given back."""
+    if len(samples) == 0:
+        return None
+    d = len(self.datasets)
+    tagged = [(ds_idx, dict(sample, id=sample["id"] * d + ds_idx)) for ds_idx, sample in samples]
+    batch = sampled_multi_dataset.SampledMultiDataset.collater(self, tagged, **extra_args)
+    if batch is None or "id" not in batch:
+        return batch
+    ids = batch["id"]
+    batch["id"] = torch.div(ids, d, rounding_mode="floor")
+    batch["direction"] = torch.as_tensor(_sub_dataset_direction(self))[ids % d]
+    return batch
+
+
+def _collate(self, samples, **extra_args):
+    if self.direction_batching == "mixed":
+        return _collate_labelled(self, samples, **extra_args)
+    return _collate_by_direction(self, samples, **extra_args)
+
+
+def directions(dataset):
+    """The dataset's directions, in order of first appearance among its sub-datasets."""
+    return list(dict.fromkeys(direction_of(k) for k in dataset.keys))
+
+
+def _sub_dataset_direction(dataset) -> np.ndarray:
+    """The direction number of each sub-dataset."""
+    names = directions(dataset)
+    return np.array([names.index(direction_of(k)) for k in dataset.keys], dtype=np.int64)
+
+
 def direction_numbers(dataset, indices) -> np.ndarray:
     """The direction of each of ``dataset``'s (epoch) ``indices``, as its number in the
     dataset's directions (its keys' directions, in order of first appearance)."""
@@ -55,17 +93,15 @@ def direction_numbers(dataset, indices) -> np.ndarray:
     if isinstance(dataset, sampled_multi_epoch_dataset.SampledMultiEpochDataset):
         indices = dataset._random_global_indices[dataset._current_epoch_start_index + indices]
     sub_dataset = np.searchsorted(dataset.cumulated_sizes, indices, side="right")  # bisect_right
-    directions = list(dict.fromkeys(direction_of(k) for k in dataset.keys))
-    number = np.array([directions.index(direction_of(k)) for k in dataset.keys], dtype=np.int64)
-    return number[sub_dataset]
+    return _sub_dataset_direction(dataset)[sub_dataset]
 
 
 def _batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
-    """fairseq's batches (split), or fairseq's batching within each direction (single)."""
+    """fairseq's batches (split, mixed), or fairseq's batching within each direction (single)."""
     def stock(*args):  # (neither sampled dataset overrides FairseqDataset's)
         return FairseqDataset.batch_by_size(self, *args)
 
-    if self.direction_batching == "split":
+    if self.direction_batching != "single":
         return stock(indices, max_tokens, max_sentences, required_batch_size_multiple)
     indices = np.asarray(indices, dtype=np.int64)
     numbers = direction_numbers(self, indices)
@@ -87,13 +123,13 @@ def _batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_
 # run resumed inside epoch 2 or later (dataset built, then re-classed) continues the same order.
 # Single inheritance: CPython only lets __class__ change between identical layouts.
 class SampledMultiDataset(sampled_multi_dataset.SampledMultiDataset):
-    collater = _collate_by_direction
+    collater = _collate
     batch_by_size = _batch_by_size
     direction_batching = "split"
 
 
 class SampledMultiEpochDataset(sampled_multi_epoch_dataset.SampledMultiEpochDataset):
-    collater = _collate_by_direction
+    collater = _collate
     batch_by_size = _batch_by_size
     direction_batching = "split"
 
@@ -106,7 +142,8 @@ _SPLIT_CLASS = {
 
 def batch_by_direction(dataset, mode="split"):
     """Make ``dataset`` (as built by fairseq's data manager) collate one batch per direction,
-    and with ``mode`` single also batch one direction at a time.
+    and with ``mode`` single also batch one direction at a time; with mixed, label the rows
+    of fairseq's own batches by direction.
 
     Sampling and ordering stay fairseq's own, and so does batching within a direction.
     """

@@ -19,22 +19,25 @@ import math
 import os
 from collections import defaultdict
 
+import numpy as np
 import torch
 from fairseq import metrics, utils
 from fairseq.distributed import utils as distributed_utils
 from fairseq.models import BaseFairseqModel
+from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
 
-from ..combiners import GRANULARITIES, ParameterGroups, available_combiners
+from ..combiners import GRANULARITIES, ParameterGroups, available_combiners, combiner_class
 from ..combiners.options import add_combiner_args, combiner_from_args
-from ..data.direction_batches import DIRECTION_BATCHING, direction_of
+from ..data.direction_batches import DIRECTION_BATCHING, direction_numbers, direction_of, directions
 from ..data.sampling_schedule import Cooldown, shares
 from ..gradients import similarity
 from ..gradients.direction_gradients import DirectionGradients
 from ..gradients.exchange import LocalExchange, exchange_for
 from . import checkpoints, fairseq_changes
 from .csv_log import CsvLog
+from .loss_weights import WeighedUpdate, check_criterion
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +58,23 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         group = parser.add_argument_group("gradient combination (fairseq_gradvac)")
         group.add_argument("--gradient-combiner", default="gradvac", choices=available_combiners(),
                            help="how the per-direction gradients become one update: sum (plain "
-                                "multilingual training), gradvac, pcgrad, mgda, gradnorm, or one "
-                                "of TorchJD's methods (docs/methods.md)")
+                                "multilingual training), gradvac, pcgrad, mgda, gradnorm, one "
+                                "of TorchJD's Gramian methods, or a loss weighting (famo, uw, dwa, "
+                                "rlw, imtl_l, stch, geometric_mean) (docs/methods/README.md)")
         group.add_argument("--combine-granularity", default="all_layer", choices=GRANULARITIES,
                            help="parameter groups the combiner works on (Table 1 of the paper)")
         add_combiner_args(group)
-        group.add_argument("--direction-batching", default="split", choices=DIRECTION_BATCHING,
-                           help="split: fairseq's mixed minibatches, each split into one batch per "
-                                "direction (K passes of 1/K of the batch; every worker keeps K "
-                                "rows); single: every minibatch holds one direction (full-size "
-                                "passes; a worker keeps min(--update-freq, K) rows, and with N "
-                                "workers the exchange sends (S+1)/2 times stock DDP's bytes, S "
-                                "the rows a worker holds: 1.0x at --update-freq 1)")
+        group.add_argument("--direction-batching", default="auto", choices=("auto",) + DIRECTION_BATCHING,
+                           help="auto: split for the gradient methods, mixed for the loss weightings; "
+                                "split: fairseq's mixed minibatches, "
+                                "each split into one batch per direction (K passes of 1/K of the "
+                                "batch; every worker keeps K rows); single: every minibatch holds "
+                                "one direction (full-size passes; a worker keeps min(--update-freq, "
+                                "K) rows, and with N workers the exchange sends (S+1)/2 times stock "
+                                "DDP's bytes, S the rows a worker holds: 1.0x at --update-freq 1); "
+                                "mixed (only the loss weightings): "
+                                "fairseq's own mixed minibatches, each row's loss weighed by its "
+                                "direction, one pass")
         group = parser.add_argument_group("sampling schedule (fairseq_gradvac)")
         group.add_argument("--cooldown-temperature", type=float, default=None, metavar="T",
                            help="Cooldown (Li et al., NAACL 2025): sample at --sampling-temperature, "
@@ -89,7 +97,15 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
     def __init__(self, args, langs, dicts, training):
         world_size = getattr(args, "distributed_world_size", 1)
         backend = getattr(args, "ddp_backend", "legacy_ddp")
-        if training and world_size > 1 and backend != "legacy_ddp":
+        rows = combiner_class(args.gradient_combiner).needs_rows if training else True
+        if getattr(args, "direction_batching", "auto") in ("auto", None):
+            args.direction_batching = "split" if rows else "mixed"
+        if training and rows and args.direction_batching == "mixed":
+            raise ValueError(
+                f"--direction-batching mixed keeps fairseq's mixed batches with one backward pass for all "
+                f"directions; {args.gradient_combiner} combines each direction's own gradient: use "
+                f"--direction-batching split or single")
+        if training and rows and world_size > 1 and backend != "legacy_ddp":
             raise ValueError(
                 f"multilingual_gradvac exchanges the per-direction gradients itself at the "
                 f"point where fairseq's legacy_ddp all-reduces; with --ddp-backend {backend} "
@@ -119,6 +135,9 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         self._report = None  # last combiner report, logged by reduce_metrics
         self._record = None  # last similarity record, logged by reduce_metrics
         self._logs = None  # {"similarity": CsvLog, "direction_losses": CsvLog} on rank 0
+        self._weighed = None  # WeighedUpdate: the loss weightings' update in progress
+        self._token_shares = None  # each direction's share of the epoch's target tokens (loss weightings)
+        self._exchange = None  # the loss weightings' exchange of per-direction losses
         if training:
             checkpoints.expect_restore(self)
 
@@ -184,12 +203,28 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         construct = super().create_batch_sampler_func(*args, **kwargs)
 
         def construct_batch_sampler(dataset, epoch):
-            if self.sampling_schedule is not None and epoch is not None and dataset is self.datasets.get(
-                    getattr(self.args, "train_subset", "train")):
+            training = dataset is self.datasets.get(getattr(self.args, "train_subset", "train"))
+            if self.sampling_schedule is not None and epoch is not None and training:
                 self._schedule_epoch(dataset, epoch)
-            return construct(dataset, epoch)
+            batches = construct(dataset, epoch)
+            if training and self.combiner is not None and not self.combiner.needs_rows:
+                self._token_shares = self._shares_of_tokens(dataset, batches)
+            return batches
 
         return construct_batch_sampler
+
+    def _shares_of_tokens(self, dataset, batches):
+        """Each training direction's share of the target tokens in the epoch's batches (the
+        loss weightings' pi: their multipliers are c_i / pi_i)."""
+        indices = np.concatenate([np.asarray(b, dtype=np.int64) for b in batches]) if len(batches) else np.zeros(0, np.int64)
+        sizes = np.asarray(dataset.sizes)
+        tokens = (sizes[:, 1] if sizes.ndim == 2 else sizes)[indices].astype(np.float64)
+        names = directions(dataset)
+        per = np.bincount(direction_numbers(dataset, indices), weights=tokens, minlength=len(names))
+        shares = dict(zip(names, per / max(per.sum(), 1.0)))
+        ratios = ", ".join(f"{d} {100 * shares.get(d, 0.0):.1f}%" for d in self.training_directions)
+        logger.info(f"{self.combiner.name}: the epoch's target tokens by direction (pi): {ratios}")
+        return torch.tensor([shares.get(d, 0.0) for d in self.training_directions], dtype=torch.float64)
 
     def _schedule_epoch(self, dataset, epoch):
         temperature = self.sampling_schedule.temperature(epoch, self._updates_done)
@@ -215,6 +250,14 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 if len(sub) == 0:
                     raise ValueError(f"training direction {key} has no examples in {split}")
             fairseq_changes.by_direction(dataset, self.args.direction_batching)
+            # a mixed batch's row direction numbers (the dataset's order) -> training order
+            self._row_direction = torch.tensor([self.training_directions.index(d) for d in directions(dataset)])
+
+    def build_criterion(self, args):
+        criterion = super().build_criterion(args)
+        if self.combiner is not None and not self.combiner.needs_rows:
+            check_criterion(criterion, self.args.direction_batching)
+        return criterion
 
     def build_model(self, args, from_checkpoint=False):
         model = super().build_model(args, from_checkpoint)
@@ -301,6 +344,8 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             self.combiner.load_state_dict(state)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if not self.combiner.needs_rows:
+            return self._weighed_train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         grads = self._direction_gradients(model)
         if self._logs is None:
             self._open_logs(update_num)
@@ -334,6 +379,103 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         merged.update(per_direction)
         return total_loss, total_size, dict(merged)
 
+    def _weighed_train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad):
+        """A micro-batch of a loss weighting: one forward and backward (per direction batch
+        with split), each direction's loss multiplied by the update's m_i."""
+        if self._logs is None:
+            self._open_logs(update_num)
+        first = next(p for p in model.parameters() if p.requires_grad)
+        update = self._weighed
+        if update is None or update.update_num != update_num or first.grad is None:  # a new update
+            if self._token_shares is None:
+                raise RuntimeError("the epoch's token shares are unknown: the training set's batches were not built by this task")
+            self._loss_exchange(first.device)  # (first: every worker then weighs with rank 0's restored state)
+            multipliers = self.combiner.multipliers(update_num, self._token_shares)
+            update = self._weighed = WeighedUpdate(
+                update_num, multipliers.to(first.device), keep_batches=self.combiner.post_step_losses)
+            self._criterion = criterion
+        self._update_num = update_num
+        self._updates_done = update_num + 1
+        directions = self.training_directions
+        if self.args.direction_batching == "mixed":
+            parts = [(self._row_direction.to(sample["direction"].device)[sample["direction"]], sample)]
+        else:
+            parts = [(directions.index(d), batch) for d, batch in sample.items()]
+        total_loss, total_size, merged = 0.0, 0, defaultdict(float)
+        losses = torch.zeros(len(directions), dtype=torch.float64, device=first.device)
+        ntokens = torch.zeros_like(losses)
+        for i, (rows, batch) in enumerate(parts):
+            l, n, log = update.train(model, criterion, optimizer, batch, rows, ignore_grad, sync=i == len(parts) - 1)
+            losses += l.double()
+            ntokens += n
+            total_loss += log["loss"]
+            total_size += log.get("sample_size", 0)
+            for key, value in log.items():
+                merged[key] += value
+        # per-direction logs with the same keys and types on every worker (tensors: losses,
+        # token counts), as in the gradient path
+        for i, d in enumerate(directions):
+            merged[f"{d}:loss"], merged[f"{d}:ntokens"] = losses[i], ntokens[i]
+        return total_loss, total_size, dict(merged)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        """fairseq's step; then, for a loss weighting whose update was applied (an AMP
+        overflow skips it: its loss scale falls), its state moves with the update's losses."""
+        if self.combiner is None or self.combiner.needs_rows:
+            return super().optimizer_step(optimizer, model, update_num)
+        scaler = optimizer.scaler if isinstance(optimizer, AMPOptimizer) else None
+        scale = scaler.get_scale() if scaler is not None else None
+        super().optimizer_step(optimizer, model, update_num)
+        update, self._weighed = self._weighed, None
+        if update is None or (scaler is not None and scaler.get_scale() < scale):
+            return
+        stats = [update.losses, update.ntokens]
+        if self.combiner.post_step_losses:
+            stats += update.losses_after_step(model, self._criterion, amp=scaler is not None)
+        k = update.losses.numel()
+        stats = self._loss_exchange(update.losses.device).all_reduce_stats(torch.cat(stats)).cpu()
+        losses, ntokens = stats[:k], stats[k : 2 * k]
+        post = (stats[2 * k : 3 * k], stats[3 * k :]) if self.combiner.post_step_losses else (None, None)
+        interval = self.args.similarity_interval
+        log = "loss_weights" in self._logs and interval > 0 and (update_num + 1) % interval == 0
+        rows = self._loss_weights_rows(update_num, losses, ntokens) if log else None
+        if self.combiner.observe(losses, ntokens, *post) and log:
+            self._logs["loss_weights"].write(update_num + 1, rows)
+
+    def _loss_weights_rows(self, update_num, losses, ntokens):
+        """loss_weights.csv's rows (before the state moves): per direction the weight c_i
+        applied, c_i at the update's own losses (``exact``: what the paper's method would
+        have used), the weight the update gave grad l_i, c_i n_i / (N pi_i), and the
+        update's loss per token."""
+        applied = self.combiner.weights(update_num)
+        exact = self.combiner.weights(update_num, self.combiner.current(losses, ntokens))
+        effective = applied * (ntokens / ntokens.sum().clamp_min(1)) / self._token_shares.clamp_min(1e-300)
+        mean = losses / ntokens.clamp_min(1)
+        return [(update_num + 1, d, float(applied[i]), float(exact[i]), float(effective[i]),
+                 float(mean[i]) if ntokens[i] > 0 else math.nan)
+                for i, d in enumerate(self.training_directions)]
+
+    def _loss_exchange(self, device):
+        """The loss weightings' all-reduce of per-direction losses (one small one per update)."""
+        if self._exchange is None:
+            if torch.distributed.is_initialized():
+                self._exchange = exchange_for(
+                    distributed_utils.get_data_parallel_world_size(),
+                    distributed_utils.get_data_parallel_rank(),
+                    distributed_utils.get_data_parallel_group(),
+                )
+            else:
+                self._exchange = LocalExchange()
+            if self._exchange.distributed:
+                self._share_combiner_state(self._exchange, device)
+                atexit.register(_destroy_process_group)
+        return self._exchange
+
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        if self.combiner is not None and not self.combiner.needs_rows:
+            self.combiner.begin_epoch(epoch)
+
     def _open_logs(self, update_num):
         """The per-update CSV logs in the save dir, written by the first worker; opened for
         a run that has done ``update_num`` updates (what a resumed run redoes goes)."""
@@ -348,6 +490,11 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         if getattr(self.combiner, "solves", False):
             self._logs["solves"] = CsvLog(
                 os.path.join(self.args.save_dir, "solves.csv"), ("update", "groups", "failed", "max_residual")
+            )
+        if self.args.similarity_interval > 0 and not self.combiner.needs_rows:
+            self._logs["loss_weights"] = CsvLog(
+                os.path.join(self.args.save_dir, "loss_weights.csv"),
+                ("update", "direction", "weight", "exact", "effective", "loss"),
             )
         self._logs["direction_losses"] = CsvLog(
             os.path.join(self.args.save_dir, "direction_losses.csv"),

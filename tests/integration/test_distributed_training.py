@@ -155,6 +155,32 @@ def test_two_workers_equal_one_worker_with_update_freq_2(corpus, tmp_path, metho
         assert (one["task_state"]["combiner"]["weights"] - 1).abs().max() > 1e-3  # the weights moved
 
 
+@pytest.mark.parametrize("method,batching", [("famo", "mixed"), ("uw", "single")])
+def test_loss_weightings_on_two_workers_equal_one_worker(corpus, tmp_path, method, batching):
+    """Every worker weighs with the same multipliers and moves the same state from the
+    per-direction losses summed over workers (FAMO: also those after the step): two workers
+    end where one worker with --update-freq 2 ends, weights and state included."""
+    extra = ("--max-update", "18", "--gradient-combiner", method, "--lr", "0.1", "--similarity-interval", "2",
+             "--direction-batching", batching, "--max-tokens", "260" if batching == "single" else "200")
+    two_workers(corpus, str(tmp_path / "two"), *extra, trace=str(tmp_path / "trace"))
+    one_worker(corpus, str(tmp_path / "one"), *extra, trace=str(tmp_path / "reference"))
+    one, two = assert_same_run(tmp_path / "one", tmp_path / "two")
+    a, b = (x["task_state"]["combiner"] for x in (one, two))
+    assert a["updates"] == b["updates"] == 18
+    for key, value in a["scalarizer"].items():
+        assert_near(b["scalarizer"][key], value, 1e-5, key, scale=max(1.0, value.abs().max().item()))
+    assert max(v.abs().max().item() for v in a["scalarizer"].values()) > 1e-3  # the state moved
+    with open(tmp_path / "one" / "loss_weights.csv") as f:
+        expected = list(csv.DictReader(f))
+    with open(tmp_path / "two" / "loss_weights.csv") as f:
+        got = list(csv.DictReader(f))
+    assert [(r["update"], r["direction"]) for r in got] == [(r["update"], r["direction"]) for r in expected]
+    for r, e in zip(got, expected):
+        for key in ("weight", "effective", "loss"):
+            if e[key]:
+                assert float(r[key]) == pytest.approx(float(e[key]), rel=1e-4, abs=1e-6), key
+
+
 def test_resume_on_two_workers_continues_the_same_run(corpus, tmp_path):
     extra = ("--gradient-combiner", "gradvac", "--save-interval-updates", "3")
     two_workers(corpus, str(tmp_path / "whole"), "--max-update", "9", *extra, trace=str(tmp_path / "w"))

@@ -28,7 +28,7 @@ def test_the_options_command_lists_every_option_of_the_task():
         for option in action.option_strings:
             assert option in proc.stdout, option
     for option, default in (("--gradient-combiner", "gradvac"), ("--combine-granularity", "all_layer"),
-                            ("--gradvac-beta", "0.01"), ("--direction-batching", "split"),
+                            ("--gradvac-beta", "0.01"), ("--direction-batching", "auto"),
                             ("--similarity-interval", "0"), ("--sampling-method", "concat")):
         entry = proc.stdout[proc.stdout.index(f"\n  {option} "):]  # its help entry, up to the next
         entry = " ".join(entry.split("\n  -", 2)[1].split())
