@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fairseq_gradvac.combiners import ParameterGroups, available_combiners, build_combiner  # noqa: E402
+from fairseq_gradvac.combiners import ParameterGroups, build_combiner, gradient_methods  # noqa: E402
 from fairseq_gradvac.combiners.groups import all_finite  # noqa: E402
 
 
@@ -246,7 +246,7 @@ def main():
 
         fns = {"sum": lambda: torch.sum(grads, 0, out=summed), "sum, fresh P-vector": lambda: grads.sum(0)}
         # every registered combiner, end to end (GradVac and PCGrad first: the table's ratios)
-        chosen = [n for n in args.combiners.split(",") if n] or available_combiners()
+        chosen = [n for n in args.combiners.split(",") if n] or gradient_methods()
         for name in ["gradvac", "pcgrad"] + [n for n in chosen if n not in ("gradvac", "pcgrad")]:
             combiner = build_combiner(name, **({"beta": args.beta} if name == "gradvac" else {}))
             fns[f"engine {name}"] = lambda c=combiner: run(c)

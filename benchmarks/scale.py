@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.nash_solver import conflicting_rows  # noqa: E402
-from fairseq_gradvac.combiners import ParameterGroups, available_combiners, build_combiner  # noqa: E402
+from fairseq_gradvac.combiners import ParameterGroups, build_combiner, gradient_methods  # noqa: E402
 
 
 def ratios(method, k, scales, draws, size):
@@ -51,7 +51,7 @@ def main():
     import warnings
     warnings.filterwarnings("ignore")
     scales = [float(x) for x in a.scales.split(",")]
-    methods = [m for m in a.methods.split(",") if m] or available_combiners()
+    methods = [m for m in a.methods.split(",") if m] or gradient_methods()
     print(f"||update|| / ||plain sum||, K = {a.tasks}, direction 0's gradient times s; median of {a.draws} draws")
     print("| method | " + " | ".join(f"s = {s:g}" for s in scales) + " |")
     print("|---|" + "---:|" * len(scales))

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.combine import build_model, make_grads  # noqa: E402
-from fairseq_gradvac.combiners import ParameterGroups, available_combiners, build_combiner  # noqa: E402
+from fairseq_gradvac.combiners import ParameterGroups, build_combiner, gradient_methods  # noqa: E402
 
 
 def gram_matrices(num_groups: int, k: int, seed: int = 0) -> torch.Tensor:
@@ -50,7 +50,7 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    methods = [m for m in args.methods.split(",") if m] or available_combiners()
+    methods = [m for m in args.methods.split(",") if m] or gradient_methods()
     model, source = build_model(args.quick)
     groups = ParameterGroups.from_named_parameters(list(model.named_parameters()), args.granularity)
     print(f"# benchmarks/weigh.py {' '.join(sys.argv[1:])}")

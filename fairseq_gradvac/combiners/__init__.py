@@ -1,5 +1,5 @@
 """Gradient combination in pure PyTorch (no fairseq import): GradVac and its baselines."""
-from .combiner import Combiner, StepReport, available_combiners, build_combiner, combiner_class
+from .combiner import Combiner, StepReport, available_combiners, build_combiner, combiner_class, gradient_methods
 from .gradnorm import GradNorm
 from .gradvac import GradVac, PCGrad, vaccinate, visit_order
 from .groups import GRANULARITIES, ParameterGroups
@@ -9,6 +9,6 @@ from . import config, nash_mtl, scalarizers, torchjd_weightings  # noqa: F401 (t
 
 __all__ = [
     "Combiner", "StepReport", "SumCombiner", "GradVac", "PCGrad", "MGDA", "GradNorm",
-    "ParameterGroups", "GRANULARITIES", "available_combiners", "build_combiner",
+    "ParameterGroups", "GRANULARITIES", "available_combiners", "build_combiner", "gradient_methods",
     "vaccinate", "visit_order", "min_norm_weights",
 ]

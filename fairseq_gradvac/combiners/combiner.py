@@ -42,6 +42,11 @@ def available_combiners() -> List[str]:
     return sorted(_REGISTRY)
 
 
+def gradient_methods() -> List[str]:
+    """The registered methods that combine per-direction gradients (not the loss weightings)."""
+    return [n for n in available_combiners() if _REGISTRY[n].needs_rows]
+
+
 def combiner_class(name: str):
     """The class registered as ``name`` (``sum``, ``pcgrad``, ``gradvac``, ...)."""
     if name not in _REGISTRY:

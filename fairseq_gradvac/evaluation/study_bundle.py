@@ -16,6 +16,7 @@ run's every direction (``BUNDLE/DIRECTION/...``):
 - ``valid.csv``: the validation-loss curve (update, loss); ``train.log``: fairseq's log
   (the corrected shares, the training time);
 - ``similarity.csv`` (training-batch gradient cosines) and ``probe/similarity.csv``;
+  ``loss_weights.csv`` (a loss weighting's weights per direction);
 - ``run.json``: row, seed, budget, half, the exact fairseq-train command, the commit it was
   trained at, the training seconds.
 
@@ -33,7 +34,7 @@ from ..tasks.files import atomic_write
 from .budget import read_curve
 from .evaluate import read_lines
 
-FILES = ("train.log", "similarity.csv", os.path.join("probe", "similarity.csv"))
+FILES = ("train.log", "similarity.csv", os.path.join("probe", "similarity.csv"), "loss_weights.csv")
 
 
 def _write_gzip(raw, lines):

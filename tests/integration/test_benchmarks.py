@@ -26,12 +26,12 @@ def test_combine_benchmark_prints_every_method():
 def test_weigh_benchmark_times_the_k_by_k_part_of_every_method():
     out = _run("benchmarks/weigh.py", "--quick", "--tasks", "3,5", "--reps", "1", "--threads", "1",
                "--sum-up-to", "3")
-    from fairseq_gradvac.combiners import available_combiners
+    from fairseq_gradvac.combiners import gradient_methods
 
     rows = [line.split("|") for line in out.splitlines() if re.match(r"\| \d", line)]
     for k in ("3", "5"):
         timed = {r[2].strip(): float(r[3]) for r in rows if r[1].strip() == k}
-        assert set(available_combiners()) <= set(timed)
+        assert set(gradient_methods()) <= set(timed)
         assert all(t >= 0 for t in timed.values()) and timed["nash_mtl"] > 0
     assert any("plain sum" in r[2] and r[1].strip() == "3" for r in rows)
     assert not any("plain sum" in r[2] and r[1].strip() == "5" for r in rows)
@@ -55,6 +55,14 @@ def test_mgda_conditioning_benchmark_grows_with_the_gradients_alignment():
     out = _run("benchmarks/mgda_conditioning.py", "--tasks", "3", "--cosines", "0.5,0.999", "--draws", "3")
     rows = [[float(c) for c in l.strip("|").split("|")] for l in out.splitlines() if l.startswith("| 3 |")]
     assert [r[1] for r in rows] == [0.5, 0.999] and rows[1][2] > 10 * rows[0][2]
+
+
+def test_loss_weighting_benchmark_times_every_method_against_stock():
+    out = _run("benchmarks/loss_weighting.py", "--quick", "--threads", "1", "--methods", "famo,uw,famo:next")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if re.match(r"\| 8 \|", line)]
+    assert [r[1] for r in rows] == ["stock", "famo", "uw", "famo:next"]
+    assert all(float(r[2]) > 0 and r[4] == "1.00" for r in rows)  # no gradient memory beyond stock's
+    assert rows[0][3] == "1.000"
 
 
 def test_step_overhead_benchmark_times_the_chosen_variants():

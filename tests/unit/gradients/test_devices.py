@@ -8,7 +8,7 @@ import torch
 from tests.helpers.device_check import wrong_default_device
 from fairseq_gradvac.gradients.similarity import SimilarityGroups
 from fairseq_gradvac.gradients.direction_gradients import DirectionGradients
-from fairseq_gradvac.combiners import ParameterGroups, available_combiners, build_combiner
+from fairseq_gradvac.combiners import ParameterGroups, build_combiner, gradient_methods
 from fairseq_gradvac.combiners.combiner import Combiner, StepReport
 
 DIRECTIONS = ["en-fr", "fr-en", "en-cs", "cs-en"]
@@ -43,7 +43,7 @@ def _combine_steps(combiner, dtype=torch.float32, steps=3):
     return outs
 
 
-@pytest.mark.parametrize("name", available_combiners())
+@pytest.mark.parametrize("name", gradient_methods())
 def test_every_combiner_makes_its_tensors_on_the_rows_device(name):
     kwargs = {"beta": 0.3} if name == "gradvac" else {}
     checked = _combine_steps(build_combiner(name, **kwargs))
