@@ -276,6 +276,23 @@ def test_a_killed_study_ends_as_one_never_killed_and_a_finished_one_does_nothing
         assert max(abs(x - y) for x, y in zip(*cosines)) <= 1e-5
 
 
+def test_a_loss_weighting_row_runs_through_the_study(config, tmp_path):
+    """A loss weighting (FAMO: no per-direction gradients, so no training cosines) trains,
+    is scored, probed and bundled as any row; its bundle keeps the weights per direction."""
+    rc, out = _run(config, tmp_path / "runs", tmp_path / "results", ROWS="multilingual_t5 famo_t5", SEEDS="1",
+                   BUDGET="20")
+    assert rc == 0, out[-5000:]
+    bundle = tmp_path / "results" / "famo_t5_seed1"
+    info = json.loads((bundle / "run.json").read_text())
+    assert info["row"] == "famo_t5" and "--gradient-combiner famo" in info["command"]
+    with open(bundle / "loss_weights.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["direction"] for r in rows} == {"en-fr", "en-cs", "cs-en"} and rows
+    assert json.loads((bundle / "bleu.json").read_text())["directions"].keys() >= {"en-fr", "fr-cs"}
+    assert not (bundle / "similarity.csv").exists() and (bundle / "probe" / "similarity.csv").exists()
+    assert "famo T=5" in (tmp_path / "results" / "results.md").read_text()
+
+
 def test_bad_rows_are_refused_before_anything_runs(config, tmp_path):
     rc, out = _run(config, tmp_path, tmp_path / "results", ROWS="multilingual_t5 gradvak_t5")
     assert rc == 2 and "no such method: configs/methods/gradvak.args (row gradvak_t5)" in out
