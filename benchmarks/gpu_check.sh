@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_check.sh --dry-run   # the same steps on the CPU, tiny sizes (tested)
 #
 # 1. fairseq-train, a few updates on a synthetic corpus of K=8 directions, for every combiner
+#    (and a loss weighting, FAMO and UW, also on fairseq's mixed batches)
 #    x {--fp16, --amp} x {--direction-batching single, split}, on one GPU: each run must end
 #    at its --max-update with a finite loss (the plain sum's weights, the exchange and the
 #    combination on CUDA; the fp16 loss scaler)
@@ -30,11 +31,11 @@ FAILED=0
 say() { printf '\n== %s\n' "$*"; }
 
 if [ "$DRY" = 1 ]; then
-  DEVICE=cpu COMBINERS="sum gradvac" PRECISIONS="amp" DEVICE_ARGS=(--cpu) PARALLEL=1
+  DEVICE=cpu COMBINERS="sum gradvac famo" PRECISIONS="amp" DEVICE_ARGS=(--cpu) PARALLEL=1
 else
   python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || { echo "gpu_check: no CUDA device (run with --dry-run on a CPU)" >&2; exit 2; }
-  DEVICE=cuda COMBINERS="sum pcgrad gradvac mgda gradnorm" PRECISIONS="fp16 amp" DEVICE_ARGS=() PARALLEL=4
+  DEVICE=cuda COMBINERS="sum pcgrad gradvac mgda gradnorm famo uw" PRECISIONS="fp16 amp" DEVICE_ARGS=() PARALLEL=4
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 fi
 python3 -c "import torch, fairseq; print('torch', torch.__version__, '| fairseq', fairseq.__version__, '| cuda', torch.version.cuda)"
@@ -70,7 +71,10 @@ export WORK PAIRS DEVICE
 export DEVICE_ARGS_STR="${DEVICE_ARGS[*]}"
 echo "| combiner | precision | batching | result | last loss | time |"
 echo "|---|---|---|---|---:|---:|"
-for c in $COMBINERS; do for p in $PRECISIONS; do for b in single split; do echo "$c $p $b"; done; done; done \
+# (a loss weighting also on fairseq's own mixed batches, its default)
+lw=" $(python3 -c "from fairseq_gradvac.combiners import available_combiners, gradient_methods as g; print(' '.join(sorted(set(available_combiners()) - set(g()))))") "
+for c in $COMBINERS; do for p in $PRECISIONS; do for b in single split $([[ $lw == *" $c "* ]] && echo mixed); do
+  echo "$c $p $b"; done; done; done \
   | xargs -P "$PARALLEL" -L 1 bash -c 'DEVICE_ARGS=($DEVICE_ARGS_STR); one_run "$@"' _ > "$WORK/table.txt"
 sort "$WORK/table.txt"
 grep -q FAILED "$WORK/table.txt" && FAILED=1

@@ -137,9 +137,11 @@ def test_gpu_check_dry_run_runs_every_step_on_the_cpu():
                           capture_output=True, text=True, timeout=900)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
-    for c in ("sum", "gradvac"):
-        for b in ("single", "split"):
+    for c, batchings in (("sum", ("single", "split")), ("gradvac", ("single", "split")),
+                         ("famo", ("single", "split", "mixed"))):
+        for b in batchings:
             assert re.search(rf"^\| {c} \| amp \| {b} \| ok \| \d+\.\d+ \|", out, re.M), out
+    assert "| gradvac | amp | mixed" not in out
     for step in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5."):
         assert step in out
     assert "summary" in out and "engine" in out and "gpu_check: all checks passed" in out
