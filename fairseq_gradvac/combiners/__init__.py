@@ -5,7 +5,7 @@ from .gradvac import GradVac, PCGrad, vaccinate, visit_order
 from .groups import GRANULARITIES, ParameterGroups
 from .mgda import MGDA, min_norm_weights
 from .sum import SumCombiner
-from . import config, nash_mtl, scalarizers, torchjd_weightings  # noqa: F401 (they register themselves)
+from . import config, cr_mogm, nash_mtl, scalarizers, torchjd_weightings  # noqa: F401 (they register themselves)
 
 __all__ = [
     "Combiner", "StepReport", "SumCombiner", "GradVac", "PCGrad", "MGDA", "GradNorm",

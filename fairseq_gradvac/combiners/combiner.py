@@ -121,6 +121,11 @@ class Combiner:
         """This method's command-line options (fairseq's style); none by default."""
 
     @classmethod
+    def wrapped(cls, args: argparse.Namespace) -> List[str]:
+        """The other methods this one runs inside it (their options apply too); none by default."""
+        return []
+
+    @classmethod
     def from_args(cls, args: argparse.Namespace, directions: List[str]) -> "Combiner":
         """The combiner for a run with these options and training directions."""
         return cls()

@@ -83,8 +83,9 @@ def combiner_from_args(args: argparse.Namespace, directions: Sequence[str]) -> C
     """The combiner ``--gradient-combiner`` names, built from its options; an option of
     another method, set away from its default, is refused (it would be silently ignored)."""
     name = args.gradient_combiner
+    running = {name, *combiner_class(name).wrapped(args)}
     for dest, (action, readers) in _declared().items():
-        if name not in readers and getattr(args, dest, action.default) != action.default:
+        if not running & set(readers) and getattr(args, dest, action.default) != action.default:
             raise ValueError(f"{action.option_strings[0]} applies to {' and '.join(readers)}, not {name}")
     if getattr(args, "sentence_avg", False) and combiner_class(name).mean_losses:
         # their update N sum_i w_i g_i / n_i has the plain sum's scale only when fairseq

@@ -16,7 +16,7 @@ from tests.helpers.tolerance import assert_near
 METHOD_RUNS = [
     ("sum", "all_layer"), ("pcgrad", "all_layer"), ("gradvac", "all_layer"),
     ("mgda", "whole_model"), ("gradnorm", "all_layer"), ("nash_mtl", "whole_model"),
-    ("gradvac", "whole_model"), ("gradvac", "enc_dec"), ("gradvac", "all_matrix"),
+    ("gradvac", "whole_model"), ("gradvac", "enc_dec"), ("gradvac", "all_matrix"), ("cr_mogm", "whole_model"),
 ]
 
 
@@ -53,7 +53,7 @@ def test_every_method_and_granularity_trains(corpus, tmp_path, method, granulari
         assert "corrected=" in log and "cos_fr-en" not in log
     if method == "gradvac":
         assert combiner["phi_hat"].abs().sum() > 0  # the EMA targets moved
-    if method in ("mgda", "nash_mtl"):  # methods that solve: every update's solves reported
+    if method in ("mgda", "nash_mtl", "cr_mogm"):  # methods that solve: every update's solves reported
         assert re.search(r"solve_fails=0\b", log)
         with open(tmp_path / "solves.csv") as f:
             solves = list(csv.DictReader(f))

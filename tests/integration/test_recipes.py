@@ -40,7 +40,7 @@ def test_table1_has_every_row():
     """Table 1's rows, and a config for every other method."""
     assert METHODS == sorted(TABLE1 + [
         "upgrad", "dualproj", "cagrad", "imtl_g", "aligned_mtl", "fairgrad", "nash_mtl", "config",
-        "scalarization_low", "famo", "uw", "dwa", "rlw", "imtl_l", "stch", "geometric_mean"])
+        "scalarization_low", "famo", "uw", "dwa", "rlw", "imtl_l", "stch", "geometric_mean", "cr_mogm"])
     assert set(available_combiners()) <= {_combiner_of(m) for m in METHODS}
 
 

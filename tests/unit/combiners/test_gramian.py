@@ -13,7 +13,7 @@ from tests.helpers.tolerance import assert_near
 
 aggregation = pytest.importorskip("torchjd.aggregation")
 
-GRAMIAN = ["upgrad", "dualproj", "cagrad", "imtl_g", "aligned_mtl", "fairgrad", "config", "nash_mtl"]
+GRAMIAN = ["upgrad", "dualproj", "cagrad", "imtl_g", "aligned_mtl", "fairgrad", "config", "nash_mtl", "cr_mogm"]
 
 
 def _torchjd(name, num_tasks):
@@ -27,6 +27,8 @@ def _torchjd(name, num_tasks):
         "fairgrad": lambda: aggregation.FairGrad(alpha=1.0),
         "config": lambda: aggregation.ConFIG(),
         "nash_mtl": lambda: aggregation.NashMTL(n_tasks=num_tasks, max_norm=0.0),
+        # (its first update: the base method's; later ones: test_cr_mogm.py)
+        "cr_mogm": lambda: aggregation.UPGrad(),
     }[name]()
 
 
