@@ -259,3 +259,37 @@ def test_probe_of_a_checkpoint_reproduces_the_training_record(corpus, tmp_path):
     five = read_rows(tmp_path / "five" / "similarity.csv")
     assert {int(r["ntokens_a"]) for r in five if r["a"] == "en-fr"} == {target_tokens("fr")}
     assert {int(r["ntokens_b"]) for r in five if r["b"] == "fr-en"} == {target_tokens("en")}
+
+
+def test_the_noise_floor_reads_the_pairs_cosine_from_batches_of_the_whole_split(corpus, tmp_path):
+    """Batches larger than a direction's training split hold all of it: every draw's cosine is
+    the reference, which is the probe's cosine of the whole split (an independent
+    computation), group by group; batches of a sentence or two spread."""
+    save = tmp_path / "run"
+    run_cli("train", train_args(corpus, str(save), "--gradient-combiner", "sum", "--max-update", "3", "--dropout", "0"))
+    checkpoint = str(save / "checkpoint_last.pt")
+    out = tmp_path / "noise"
+    proc = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.noise_floor", checkpoint, "--sizes",
+                           "5,1000000", "--draws", "2", "--out", str(out), "--cpu"],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_csv(out / "noise_floor.csv")
+    assert {r["size"] for r in rows} == {"5", "1000000"} and {r["draw"] for r in rows} == {"0", "1"}
+    whole = [r for r in rows if r["size"] == "1000000"]
+    assert all(float(r["cosine"]) == pytest.approx(float(r["reference"]), abs=1e-5) for r in whole)
+    proc = subprocess.run([sys.executable, "-m", "fairseq_gradvac.analysis.probe", checkpoint, "--split", "train",
+                           "--out", str(tmp_path / "probe"), "--cpu"], capture_output=True, text=True, env=_env(),
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probed = {(r["a"], r["b"], r["group"]): float(r["cosine"]) for r in read_rows(tmp_path / "probe" / "similarity.csv")}
+    for r in whole:
+        a, b = r["pair"].split(":")
+        assert float(r["reference"]) == pytest.approx(probed[(a, b, r["group"])], abs=1e-5), r
+    small = [r for r in rows if r["size"] == "5"]
+    spread = {(r["pair"], r["group"]): [] for r in small}
+    for r in small:
+        spread[(r["pair"], r["group"])].append(float(r["cosine"]))
+    assert max(abs(x - y) for x, y in spread.values()) > 1e-3  # two draws of a sentence or two differ
+    summary = read_csv(out / "summary.csv")
+    assert float(next(r for r in summary if r["size"] == "1000000")["spread"]) < 1e-5
+    assert (out / "noise_floor.png").stat().st_size > 0
