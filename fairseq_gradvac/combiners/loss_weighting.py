@@ -103,16 +103,21 @@ class LossWeighting(Combiner):
         return torch.where(measured, self.losses, fill)
 
     def weights(self, step: int, losses: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """c = dS/dl [K] (float64, CPU) at ``losses`` (default: held()), for update ``step``;
-        the scalarizer is not changed (a copy is evaluated: DWA and FAMO record what they
-        are called on). Random weights are drawn from a generator seeded by --seed and the
-        update: the same on every worker and after a resume."""
+        """c = dS/dl / sum(dS/dl) [K] (float64, CPU) at ``losses`` (default: held()), for
+        update ``step``. Rescaled to sum 1, as every method's weights (docs/methods): the
+        scalarizers' own sums differ (DWA: K, STCH: 1/K, UW: K/2 at the start), and the
+        plain sum's, sum_i n_i / N, is 1, so --lr and --clip-norm mean the same for every
+        method. The scalarizer is not changed (a copy is evaluated: DWA and FAMO record
+        what they are called on). Random weights are drawn from the CPU generator seeded by
+        --seed and the update (the same on every worker and after a resume), restored after."""
         values = (self.held() if losses is None else losses).detach().double().clone().requires_grad_(True)
         probe = copy.deepcopy(self.scalarizer)
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            torch.manual_seed(self.seed * 1_000_003 + int(step))
+            torch.default_generator.manual_seed(self.seed * 1_000_003 + int(step))  # (not CUDA's generators)
             (c,) = torch.autograd.grad(probe(values), values)
-        return c.detach()
+        c = c.detach()
+        total = c.sum()
+        return c / total if total > 0 else c
 
     def multipliers(self, step: int, token_shares: torch.Tensor) -> torch.Tensor:
         """m_i = c_i / pi_i [K]: what the task multiplies direction i's token losses by in
@@ -200,6 +205,8 @@ class LossWeighting(Combiner):
         self.scalarizer.load_state_dict(state["scalarizer"])
         if self._optimizer is not None:
             self._optimizer.load_state_dict(state["optimizer"])
+            for group in self._optimizer.param_groups:  # this run's --loss-weighting-lr, not the checkpoint's
+                group["lr"] = self.lr
 
     def _weigh(self, gram, tasks, groups, step, losses, ntokens):
         raise TypeError(f"{self.name} weighs losses, not gradients: the task multiplies each token's loss "

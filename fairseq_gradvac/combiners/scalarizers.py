@@ -209,4 +209,6 @@ class FAMO(LossWeighting):
         if state["logit_optimizer"] is not None:
             famo._optimizer = torch.optim.Adam([famo._w], lr=famo.lr, weight_decay=famo.weight_decay)
             famo._optimizer.load_state_dict(state["logit_optimizer"])
+            for group in famo._optimizer.param_groups:  # this run's --famo-lr/-weight-decay
+                group.update(lr=famo.lr, weight_decay=famo.weight_decay)
 

@@ -47,12 +47,18 @@ def direction_losses(model, criterion, sample, rows: Union[int, torch.Tensor], k
 
 
 def check_criterion(criterion, batching: str) -> None:
-    """Mixed batches need each row's loss: the criterion must give them (compute_loss)."""
-    if batching == "mixed" and not callable(getattr(criterion, "compute_loss", None)):
+    """Mixed batches need each row's loss, which direction_losses() reads off fairseq's two
+    token-level criteria; another criterion (or one whose forward adds a term, e.g. an
+    alignment loss) is refused."""
+    from fairseq.criterions.cross_entropy import CrossEntropyCriterion
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    known = (CrossEntropyCriterion.forward, LabelSmoothedCrossEntropyCriterion.forward)
+    if batching == "mixed" and type(criterion).forward not in known:
         raise ValueError(
-            f"--direction-batching mixed weighs each row's loss by its direction, from the criterion's "
-            f"compute_loss(..., reduce=False) (cross_entropy, label_smoothed_cross_entropy); "
-            f"{type(criterion).__name__} has none: use --direction-batching split or single")
+            f"--direction-batching mixed weighs each row's loss by its direction, from the per-token "
+            f"losses of cross_entropy or label_smoothed_cross_entropy; {type(criterion).__name__} computes "
+            f"its loss otherwise: use --direction-batching split or single")
 
 
 class WeighedUpdate:

@@ -384,9 +384,12 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         with split), each direction's loss multiplied by the update's m_i."""
         if self._logs is None:
             self._open_logs(update_num)
-        first = next(p for p in model.parameters() if p.requires_grad)
+        params = [p for p in model.parameters() if p.requires_grad]
+        first = params[0]
         update = self._weighed
-        if update is None or update.update_num != update_num or first.grad is None:  # a new update
+        # a new update: the last one was stepped (optimizer_step clears it), or fairseq
+        # cleared every gradient since (zero_grad after an overflow, an AMP retry)
+        if update is None or update.update_num != update_num or all(p.grad is None for p in params):
             if self._token_shares is None:
                 raise RuntimeError("the epoch's token shares are unknown: the training set's batches were not built by this task")
             self._loss_exchange(first.device)  # (first: every worker then weighs with rank 0's restored state)

@@ -23,9 +23,10 @@ def _observe(c, losses, ntokens=NTOKENS, after=0.97):
 
 
 def _weights_by_hand(scalarizer, losses):
+    """dS/dl, rescaled to sum 1 (the plugin's convention for every method's weights)."""
     values = losses.double().clone().requires_grad_(True)
     (g,) = torch.autograd.grad(scalarizer(values), values)
-    return g
+    return g / g.sum()
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -47,6 +48,7 @@ def test_weights_are_the_scalarizers_gradient_at_the_last_losses(method):
     got = c.weights(7)
     assert_near(got, expected, msg=method)
     assert_near(c.weights(7), got, msg="the same again: weights() changes no state")
+    assert abs(float(got.sum()) - 1) < 1e-12
     shares = NTOKENS.double() / NTOKENS.sum()
     assert_near(c.multipliers(7, shares), got / shares, msg="m = c / pi")
     if method in ("famo", "stch", "geometric_mean"):  # they read the losses
@@ -96,13 +98,13 @@ def test_dwa_weighs_by_the_ratio_of_the_last_two_epochs_mean_losses():
     for epoch, updates in enumerate(epochs, start=1):
         c.begin_epoch(epoch)
         c.begin_epoch(epoch)  # (a resumed run begins its epoch again: no second roll)
-        assert torch.equal(c.weights(0), torch.ones(4, dtype=torch.float64)) or epoch == 3
+        assert torch.equal(c.weights(0), torch.full((4,), 0.25, dtype=torch.float64)) or epoch == 3
         for losses in updates:
             _observe(c, losses)
     averages = [torch.stack(u).double().mean(0) for u in epochs[:2]]
-    expected = 4 * torch.softmax(averages[1] / averages[0] / 2.0, 0)
+    expected = torch.softmax(averages[1] / averages[0] / 2.0, 0)  # (K softmax, rescaled to sum 1)
     assert_near(c.weights(0), expected, msg="DWA, epoch 3")
-    assert (expected - 1).abs().max() > 1e-3
+    assert (expected - 0.25).abs().max() > 1e-3
 
 
 def test_a_direction_absent_from_an_update_keeps_its_last_loss():
@@ -173,3 +175,27 @@ def test_they_weigh_losses_not_gradients():
     assert not c.needs_rows and c.mean_losses
     with pytest.raises(TypeError, match="weighs losses"):
         c._weigh(None, DIRECTIONS, None, 0, None, None)
+
+
+def test_the_random_draws_leave_every_other_generator_alone(monkeypatch):
+    """RLW's draw is seeded from --seed and the update on the CPU generator, which is
+    restored: fairseq's own seeding (dropout, on the CPU or the GPU) is untouched."""
+    c = build_combiner("rlw", directions=DIRECTIONS)
+    torch.manual_seed(5)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: pytest.fail("a CUDA generator was reseeded"))
+    state = torch.get_rng_state()
+    first = c.weights(3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(c.weights(3), first)
+
+
+@pytest.mark.parametrize("method,kwargs,lr", [("uw", {"lr": 0.1}, 0.1), ("famo", {"lr": 0.2}, 0.2)])
+def test_a_resumed_run_learns_at_its_own_rate(method, kwargs, lr):
+    """The learned weights' Adam comes back from the checkpoint with this run's rate."""
+    a = build_combiner(method, directions=DIRECTIONS)
+    for losses in LOSSES[:2]:
+        _observe(a, losses)
+    b = build_combiner(method, directions=DIRECTIONS, **kwargs)
+    b.load_state_dict(a.state_dict())
+    optimizer = b._optimizer if method == "uw" else b.scalarizer._optimizer
+    assert [g["lr"] for g in optimizer.param_groups] == [lr]

@@ -76,8 +76,10 @@ def test_an_update_is_the_gradient_of_the_scalarized_mean_losses(corpus, method,
         ntokens.append(float(log["ntokens"]))
     mean = torch.stack(losses).double()
     torch.manual_seed(1 * 1_000_003 + 0)  # (Random: the plugin's draw for update 0 with --seed 1)
-    REFERENCE[method]().double()(mean).backward()
-    expected = _flat_grad(model)
+    scalarized = REFERENCE[method]().double()(mean)
+    (c,) = torch.autograd.grad(scalarized, mean, retain_graph=True)
+    scalarized.backward()
+    expected = _flat_grad(model) / c.sum()  # (every method's weights rescaled to sum 1)
     model.zero_grad(set_to_none=True)
     # the plugin: this batch's token shares and losses are the ones it weighs with
     n = torch.tensor(ntokens, dtype=torch.float64)
@@ -127,9 +129,15 @@ def test_the_state_moves_only_with_an_applied_update(corpus, overflow):
 
 
 def test_a_criterion_without_per_row_losses_is_refused_for_mixed_batches():
-    class Criterion:
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+    from fairseq.criterions.label_smoothed_cross_entropy_with_alignment import (
+        LabelSmoothedCrossEntropyCriterionWithAlignment)
+
+    class Plain(LabelSmoothedCrossEntropyCriterion):  # (the same forward: accepted)
         pass
 
-    with pytest.raises(ValueError, match="Criterion has none: use --direction-batching split or single"):
-        check_criterion(Criterion(), "mixed")
-    check_criterion(Criterion(), "single")
+    check_criterion(object.__new__(Plain), "mixed")
+    for cls in (LabelSmoothedCrossEntropyCriterionWithAlignment, type("Other", (), {"forward": lambda self: 0})):
+        with pytest.raises(ValueError, match="computes its loss otherwise: use --direction-batching split or single"):
+            check_criterion(object.__new__(cls), "mixed")
+        check_criterion(object.__new__(cls), "single")
