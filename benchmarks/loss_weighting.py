@@ -29,28 +29,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks import step_overhead  # noqa: E402
-from benchmarks.step_overhead import CLOCK, SIZES, Variant, quiet_reps  # noqa: E402
+from benchmarks.step_overhead import CLOCK, SIZES, Variant, full_batches, quiet_reps  # noqa: E402
 
 METHODS = ("famo", "famo:next", "uw", "dwa", "rlw", "imtl_l", "stch", "geometric_mean")
 
 
-def batches_of(variant, max_tokens, n, seed=0):
-    """n batches of fairseq's (filled to 80% of --max-tokens), collated as ``variant``
-    trains on them; a loss weighting's token shares pi from all of the epoch's batches."""
-    from fairseq.data.multilingual.sampled_multi_dataset import SampledMultiDataset
-
-    task = variant.task
-    task.load_dataset("train")
-    dataset = task.datasets["train"]
-    batches = dataset.batch_by_size(dataset.ordered_indices(), max_tokens=max_tokens, required_batch_size_multiple=8)
-    full = [b for b in batches if len(b) * max(dataset.num_tokens(int(i)) for i in b) > 0.8 * max_tokens]
-    random.Random(seed).shuffle(full)
-    if task.__class__.__name__ == "TranslationMultiSimpleEpochTask":
-        collate = SampledMultiDataset.collater
-    else:
-        collate = type(dataset).collater
-        task._token_shares = task._shares_of_tokens(dataset, batches)
-    return [collate(dataset, [dataset[int(i)] for i in b]) for b in full[:n]]
+def batches_of(variant, max_tokens, device, n):
+    """step_overhead's batches of ``variant`` (filled to 80% of --max-tokens, collated as it
+    trains on them); a loss weighting's token shares pi from all of the epoch's batches."""
+    batches, _ = full_batches(variant.task, max_tokens, device, n)
+    if variant.task.__class__.__name__ != "TranslationMultiSimpleEpochTask":
+        dataset = variant.task.datasets["train"]
+        epoch = dataset.batch_by_size(dataset.ordered_indices(), max_tokens=max_tokens, required_batch_size_multiple=8)
+        variant.task._token_shares = variant.task._shares_of_tokens(dataset, epoch)
+    return batches
 
 
 def gradient_bytes(variant):
@@ -74,7 +66,7 @@ def bench(k, shape, args, device, sync):
         if post:
             v.task.combiner.post_step = post
         variants.append(v)
-    batches = {v.label: batches_of(v, args.max_tokens, args.batches) for v in variants}
+    batches = {v.label: batches_of(v, args.max_tokens, device, args.batches) for v in variants}
     tokens = statistics.mean(b["ntokens"] for b in batches["stock"])
     print(f"\nK={k}: {len(batches['stock'])} batches, {tokens:.0f} target tokens per batch on average", flush=True)
     memory = {}

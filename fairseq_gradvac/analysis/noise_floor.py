@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .plotting import Report, pyplot
+from .probe import load
 
 logger = logging.getLogger("fairseq_gradvac.analysis.noise_floor")
 
@@ -47,19 +48,11 @@ def _draw(dataset, tokens, rng):
 def _model(path, device):
     """The checkpoint's model (dropout off, training mode), criterion, training data sets by
     direction, and its number of updates."""
-    from fairseq import checkpoint_utils
-
     from ..data.direction_batches import direction_of
 
-    state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    overrides = {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0}
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides, state=state)
-    model = models[0].to(device)
-    model.train()
-    criterion = task.build_criterion(cfg.criterion if cfg.criterion is not None else cfg.model).to(device)
+    model, criterion, task, updates = load(path, device)
     datasets, _ = task.data_manager.load_split_datasets("train", True, epoch=1)
-    history = state.get("optimizer_history") or [{}]
-    return model, criterion, {direction_of(key): d for key, d in datasets}, int(history[-1].get("num_updates", 0))
+    return model, criterion, {direction_of(key): d for key, d in datasets}, updates
 
 
 def gradients(model, criterion, dataset, groups, size, draws, seed, max_tokens, device):

@@ -42,13 +42,11 @@ def _checkpoint_order(path):
     return (int(m.group(1)) if m else float("inf"), path)
 
 
-def probe(path, data, split, directions, granularity, max_tokens, max_sentences, dropout, device):
-    """The SimilarityRecord of checkpoint ``path`` on ``split``."""
+def load(path, device, dropout=0.0, data=None, directions=None):
+    """(model, criterion, task, its number of updates) of checkpoint ``path``, to take
+    gradients with: training's forward with ``dropout``, on ``data`` and ``directions`` if
+    given (else the checkpoint's)."""
     from fairseq import checkpoint_utils  # (wrapped by the package's import: see tasks/fairseq_changes.py)
-    from fairseq.data import data_utils
-
-    from ..data.direction_batches import direction_of
-    from ..gradients.direction_gradients import DirectionGradients
 
     state = checkpoint_utils.load_checkpoint_to_cpu(path)
     overrides = {"dropout": dropout, "attention_dropout": dropout, "activation_dropout": dropout}
@@ -62,7 +60,17 @@ def probe(path, data, split, directions, granularity, max_tokens, max_sentences,
     model = models[0].to(device)
     model.train()  # training's forward (dropout as overridden)
     criterion = task.build_criterion(cfg.criterion if cfg.criterion is not None else cfg.model)
-    criterion.to(device)
+    return model, criterion.to(device), task, _num_updates(path, state)
+
+
+def probe(path, data, split, directions, granularity, max_tokens, max_sentences, dropout, device):
+    """The SimilarityRecord of checkpoint ``path`` on ``split``."""
+    from fairseq.data import data_utils
+
+    from ..data.direction_batches import direction_of
+    from ..gradients.direction_gradients import DirectionGradients
+
+    model, criterion, task, updates = load(path, device, dropout, data, directions)
     directions = directions or list(task.training_directions)
     groups = ParameterGroups.from_named_parameters(model.named_parameters(), "whole_model")
     grads = DirectionGradients(groups, directions, similarity=SimilarityGroups(groups, granularity))
@@ -89,7 +97,7 @@ def probe(path, data, split, directions, granularity, max_tokens, max_sentences,
     missing = [d for d in directions if d not in grads.present_directions()]
     if missing:
         raise SystemExit(f"{path}: the {split} split has no data for {', '.join(missing)}")
-    grads.combine(build_combiner("sum"), _num_updates(path, state) - 1, record=True)
+    grads.combine(build_combiner("sum"), updates - 1, record=True)
     return grads.last_record
 
 

@@ -19,6 +19,7 @@ leaves any state untouched.
 The solvers run on the host in fp64, group by group (one QP or convex program per group
 and step for UPGrad, DualProj, CAGrad, FairGrad, Nash-MTL: docs/methods/README.md has their cost).
 """
+import importlib
 import logging
 import math
 from typing import List
@@ -49,13 +50,12 @@ def _solver_errors():
 SOLVER_ERRORS = _solver_errors()
 
 
-def torchjd_weighting(name: str, cls: str, **kwargs):
-    """TorchJD's ``torchjd.aggregation.<cls>(**kwargs)``, or an ImportError that names the pip
+def torchjd_weighting(name: str, cls: str, module: str = "aggregation", **kwargs):
+    """TorchJD's ``torchjd.<module>.<cls>(**kwargs)`` (a weighting; with module
+    "scalarization", a loss weighting's scalarizer), or an ImportError that names the pip
     extra: TorchJD and its solvers (quadprog, cvxpy, ...) are optional dependencies."""
     try:
-        import torchjd.aggregation
-
-        return getattr(torchjd.aggregation, cls)(**kwargs)
+        return getattr(importlib.import_module(f"torchjd.{module}"), cls)(**kwargs)
     except ImportError as e:
         raise ImportError(
             f"--gradient-combiner {name} needs TorchJD with its solvers ({e}); install them "

@@ -38,17 +38,6 @@ from .combiner import Combiner
 logger = logging.getLogger(__name__)
 
 
-def scalarization(name: str):
-    """``torchjd.scalarization``, or an ImportError that names the pip extra."""
-    try:
-        import torchjd.scalarization
-
-        return torchjd.scalarization
-    except ImportError as e:
-        raise ImportError(f"--gradient-combiner {name} needs TorchJD ({e}); install it with "
-                          "pip install 'torchjd[full]==0.18.0'") from None
-
-
 def seed_of(args) -> int:
     """fairseq's --seed (the random weights' draws are seeded by it and the update)."""
     return int(getattr(args, "seed", 1) or 1)
@@ -65,6 +54,7 @@ class LossWeighting(Combiner):
     post_step_losses = False
     # the learnable scalarizer parameters take their own Adam step (UW, IMTL-L)
     learnable = False
+    lr_option = "--loss-weighting-lr"  # the option of the learned weights' rate (FAMO: its own)
 
     def __init__(self, directions: Sequence[str], seed: int = 1, lr: float = 0.025):
         super().__init__()
@@ -72,7 +62,7 @@ class LossWeighting(Combiner):
         if not directions or len(set(directions)) != len(directions):
             raise ValueError(f"training directions must be unique and at least one, got {directions}")
         if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"{self.name}: the learning rate must be a finite number > 0, got {lr}")
+            raise ValueError(f"{self.lr_option}: {self.name}'s learning rate must be a finite number > 0, got {lr}")
         self.task_names = directions
         self.seed = int(seed)
         self.lr = lr

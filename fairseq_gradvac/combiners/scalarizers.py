@@ -6,16 +6,11 @@ import copy
 import torch
 
 from .combiner import register_combiner
-from .loss_weighting import LossWeighting, scalarization, seed_of
+from .gramian import check_number, torchjd_weighting
+from .loss_weighting import LossWeighting, seed_of
 from .options import finite_float
 
 POST_STEP = ("forward", "next")  # FAMO's losses after the step
-
-
-def _positive(name: str, option: str, value: float) -> float:
-    if not value > 0:  # (NaN fails too)
-        raise ValueError(f"{option} must be > 0 ({name}), got {value}")
-    return value
 
 
 class _Learnable(LossWeighting):
@@ -32,7 +27,7 @@ class _Learnable(LossWeighting):
 
     @classmethod
     def from_args(cls, args, directions):
-        return cls(directions, seed=seed_of(args), lr=_positive(cls.name, "--loss-weighting-lr", args.loss_weighting_lr))
+        return cls(directions, seed=seed_of(args), lr=args.loss_weighting_lr)
 
 
 @register_combiner("uw")
@@ -41,7 +36,7 @@ class UW(_Learnable):
     c_i = e^-s_i / 2; s_i learned (its optimum: s_i = log l_i)."""
 
     def build(self, k):
-        return scalarization(self.name).UW(k)
+        return torchjd_weighting(self.name, "UW", "scalarization", shape=k)
 
 
 @register_combiner("imtl_l")
@@ -50,7 +45,7 @@ class IMTLL(_Learnable):
     - s_i), c_i = e^s_i; s_i learned (its optimum: s_i = -log l_i)."""
 
     def build(self, k):
-        return scalarization(self.name).IMTLL(k)
+        return torchjd_weighting(self.name, "IMTLL", "scalarization", shape=k)
 
 
 @register_combiner("rlw")
@@ -59,7 +54,7 @@ class RLW(LossWeighting):
     normal draws, drawn afresh for every update (seeded by --seed and the update)."""
 
     def build(self, k):
-        return scalarization(self.name).Random()
+        return torchjd_weighting(self.name, "Random", "scalarization")
 
 
 @register_combiner("geometric_mean")
@@ -68,7 +63,7 @@ class GeometricMean(LossWeighting):
     c_i = S / (K l_i): a direction's weight is inverse to its loss."""
 
     def build(self, k):
-        return scalarization(self.name).GeometricMean()
+        return torchjd_weighting(self.name, "GeometricMean", "scalarization")
 
 
 @register_combiner("stch")
@@ -78,11 +73,12 @@ class STCH(LossWeighting):
     direction with the highest loss leads, more so as mu falls."""
 
     def __init__(self, directions, seed=1, mu: float = 1.0):
-        self.mu = _positive("stch", "--stch-mu", mu)
+        check_number("stch", "--stch-mu", mu, 0.0, strict=True)
+        self.mu = mu
         super().__init__(directions, seed=seed)
 
     def build(self, k):
-        return scalarization(self.name).STCH(mu=self.mu)
+        return torchjd_weighting(self.name, "STCH", "scalarization", mu=self.mu)
 
     @classmethod
     def add_args(cls, parser):
@@ -102,11 +98,12 @@ class DWA(LossWeighting):
     epoch is fairseq's; its average is over the epoch's updates."""
 
     def __init__(self, directions, seed=1, temperature: float = 2.0):
-        self.temperature = _positive("dwa", "--dwa-temperature", temperature)
+        check_number("dwa", "--dwa-temperature", temperature, 0.0, strict=True)
+        self.temperature = temperature
         super().__init__(directions, seed=seed)
 
     def build(self, k):
-        return scalarization(self.name).DWA(temperature=self.temperature)
+        return torchjd_weighting(self.name, "DWA", "scalarization", temperature=self.temperature)
 
     @classmethod
     def add_args(cls, parser):
@@ -147,12 +144,13 @@ class FAMO(LossWeighting):
     step measured on the same batches by one more forward (--famo-post-step forward, the
     paper's code) or read from the next update's batches (next: no extra forward)."""
 
+    lr_option = "--famo-lr"
+
     def __init__(self, directions, seed=1, lr: float = 0.025, weight_decay: float = 1e-3,
                  post_step: str = "forward"):
         if post_step not in POST_STEP:
             raise ValueError(f"--famo-post-step must be one of {', '.join(POST_STEP)}, got {post_step!r}")
-        if not weight_decay >= 0:
-            raise ValueError(f"--famo-weight-decay must be >= 0, got {weight_decay}")
+        check_number("famo", "--famo-weight-decay", weight_decay, 0.0, strict=False)
         self.weight_decay = weight_decay
         self.post_step = post_step
         super().__init__(directions, seed=seed, lr=lr)
@@ -162,7 +160,8 @@ class FAMO(LossWeighting):
         return self.post_step == "forward"
 
     def build(self, k):
-        return scalarization(self.name).FAMO(k, lr=self.lr, weight_decay=self.weight_decay)
+        return torchjd_weighting(self.name, "FAMO", "scalarization", shape=k, lr=self.lr,
+                                 weight_decay=self.weight_decay)
 
     @classmethod
     def add_args(cls, parser):
@@ -180,7 +179,7 @@ class FAMO(LossWeighting):
 
     @classmethod
     def from_args(cls, args, directions):
-        return cls(directions, seed=seed_of(args), lr=_positive("famo", "--famo-lr", args.famo_lr),
+        return cls(directions, seed=seed_of(args), lr=args.famo_lr,
                    weight_decay=args.famo_weight_decay, post_step=args.famo_post_step)
 
     def _observe(self, current, after):

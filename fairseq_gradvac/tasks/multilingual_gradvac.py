@@ -296,20 +296,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             groups = ParameterGroups.from_named_parameters(
                 inner.named_parameters(), self.args.combine_granularity
             )
-            if torch.distributed.is_initialized():
-                exchange = exchange_for(
-                    distributed_utils.get_data_parallel_world_size(),
-                    distributed_utils.get_data_parallel_rank(),
-                    distributed_utils.get_data_parallel_group(),
-                )
-            else:
-                exchange = LocalExchange()
-            if exchange.distributed:
-                self._share_combiner_state(exchange, groups.params[0].device)
-                # fairseq exits without destroying its process group; gloo's threads then
-                # sometimes abort the finished process ("terminate called without an
-                # active exception", exit -6). Destroying it is local to this worker.
-                atexit.register(_destroy_process_group)
+            exchange = self._new_exchange(groups.params[0].device)
             if self._grads is not None:
                 self._grads.close()
             directions = self.training_directions
@@ -332,6 +319,24 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                 + (f", exchanged over {exchange.world_size} workers" if exchange.distributed else "")
             )
         return self._grads
+
+    def _new_exchange(self, device):
+        """This worker's exchange (fairseq's data-parallel group, or one worker's); with
+        several workers every one first gets rank 0's combiner state."""
+        if not torch.distributed.is_initialized():
+            return LocalExchange()
+        exchange = exchange_for(
+            distributed_utils.get_data_parallel_world_size(),
+            distributed_utils.get_data_parallel_rank(),
+            distributed_utils.get_data_parallel_group(),
+        )
+        if exchange.distributed:
+            self._share_combiner_state(exchange, device)
+            # fairseq exits without destroying its process group; gloo's threads then
+            # sometimes abort the finished process ("terminate called without an
+            # active exception", exit -6). Destroying it is local to this worker.
+            atexit.register(_destroy_process_group)
+        return exchange
 
     def _share_combiner_state(self, exchange, device):
         """Give every worker rank 0's combiner state before the first update: fairseq loads
@@ -461,17 +466,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
     def _loss_exchange(self, device):
         """The loss weightings' all-reduce of per-direction losses (one small one per update)."""
         if self._exchange is None:
-            if torch.distributed.is_initialized():
-                self._exchange = exchange_for(
-                    distributed_utils.get_data_parallel_world_size(),
-                    distributed_utils.get_data_parallel_rank(),
-                    distributed_utils.get_data_parallel_group(),
-                )
-            else:
-                self._exchange = LocalExchange()
-            if self._exchange.distributed:
-                self._share_combiner_state(self._exchange, device)
-                atexit.register(_destroy_process_group)
+            self._exchange = self._new_exchange(device)
         return self._exchange
 
     def begin_epoch(self, epoch, model):

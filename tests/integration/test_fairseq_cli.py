@@ -337,9 +337,9 @@ def test_reset_optimizer_starts_the_combiner_afresh(corpus, gradvac_run, tmp_pat
     (("--gradient-combiner", "gradnorm", "--sentence-avg"), "train gradnorm without --sentence-avg"),
     (("--gradient-combiner", "gradvac", "--direction-batching", "mixed"),
      "gradvac combines each direction's own gradient: use --direction-batching split or single"),
-    (("--gradient-combiner", "famo", "--famo-lr", "0"), "--famo-lr must be > 0 (famo), got 0.0"),
+    (("--gradient-combiner", "famo", "--famo-lr", "0"), "--famo-lr: famo's learning rate must be a finite number > 0, got 0.0"),
     (("--gradient-combiner", "famo", "--dwa-temperature", "3"), "--dwa-temperature applies to dwa, not famo"),
-    (("--gradient-combiner", "stch", "--stch-mu", "-1"), "--stch-mu must be > 0"),
+    (("--gradient-combiner", "stch", "--stch-mu", "-1"), "--stch-mu: stch needs a number > 0.0, got -1.0"),
     (("--gradient-combiner", "uw", "--sentence-avg"), "train uw without --sentence-avg"),
 ])
 def test_bad_options_stop_before_training(corpus, tmp_path, extra, message):
