@@ -19,8 +19,9 @@ to another budget than RUNS_DIR/budget.json's is refused.
 Each run is compared with the baseline run of the same seed:
 - per seed and direction, on the test outputs evaluate keeps: the test sentences resampled
   with replacement (the same resamples for both systems, sacrebleu's corpus BLEU and chrF
-  from their sentence statistics), d* = system* - baseline*; two-sided p = the share of
-  resamples with |d* - mean d*| >= |d| (Koehn 2004; Efron & Tibshirani 1993, ch. 16) and
+  from their sentence statistics), d* = system* - baseline*; two-sided p = (1 + the number of
+  resamples with |d* - mean d*| >= |d|) / (1 + resamples) (Koehn 2004; Efron & Tibshirani
+  1993, ch. 16; never 0: the observed difference counts as one resample) and
   the 2.5/97.5 percentiles of d* as the difference's 95% interval; seeded by SACREBLEU_SEED
   (default 12345). sacrebleu 2.6's own paired bootstrap centres |d*| instead, about a
   one-sided test.
@@ -49,6 +50,8 @@ ROW_ORDER = [
     ("pcgrad_all_layer", "(6) PCGrad w. all_layer"), ("gradvac_fixed_obj", "(7) GradVac w. fixed_obj"),
     ("gradvac_whole_model", "(8) GradVac w. whole_model"), ("gradvac_all_layer", "(9) GradVac w. all_layer"),
     ("gradvac_all_layer_low", "(9) GradVac w. all_layer, low-resource directions only"),
+    # remedies after the paper: Gramian methods on the whole model, then loss weighting
+    ("upgrad", "UPGrad"), ("nash_mtl", "Nash-MTL"), ("famo", "FAMO"),
 ]
 METRICS = {"bleu": "BLEU", "chrf": "chrF"}
 # ROW_SAMPLING_seedN: SAMPLING a temperature (t5) or a schedule's name (cooldown), as in configs/sampling/
@@ -333,8 +336,8 @@ def paired_bootstrap(baseline_file, system_file, reference_file, n_samples=1000,
     """{metric: {baseline, system, delta, p, ci, signature}}: the two-sided paired bootstrap
     (Koehn 2004; Efron & Tibshirani 1993, ch. 16) of two systems' outputs on one test set.
     Both are scored on the same resamples of the sentences, d* = system* - baseline*; under
-    the null hypothesis d* varies around 0, so p is the share of resamples with
-    |d* - mean d*| >= |d| (centring d*, not |d*| as sacrebleu 2.6 does: its p is about a
+    the null hypothesis d* varies around 0, so p is (1 + the number of resamples with
+    |d* - mean d*| >= |d|) / (1 + B) (centring d*, not |d*| as sacrebleu 2.6 does: its p is about a
     one-sided test's); ci, the 2.5 and 97.5 percentiles of d*, is the difference's 95%
     interval."""
     import numpy as np
@@ -350,7 +353,9 @@ def paired_bootstrap(baseline_file, system_file, reference_file, n_samples=1000,
         signature.update("seed", str(seed).lower())
         signature.update("bs", n_samples)
         out[metric] = {"baseline": b, "system": s, "delta": s - b,
-                       "p": float(np.mean(np.abs(d - d.mean()) >= abs(s - b))),
+                       # (count + 1) / (B + 1): the observed difference counts as one of the
+                       # resamples, so p is never 0 (Davison & Hinkley 1997, eq. 4.11)
+                       "p": float((np.sum(np.abs(d - d.mean()) >= abs(s - b)) + 1) / (n_samples + 1)),
                        "ci": [float(x) for x in np.percentile(d, [2.5, 97.5])], "signature": str(signature)}
     return out
 
@@ -734,8 +739,8 @@ def main(argv=None):
     if a.bootstrap > 0:
         parts += [f"## Per seed: paired bootstrap against {a.baseline} ({a.bootstrap} resamples, two-sided)", "",
                   "Each run against the baseline run of the same seed on each direction's test sentences, "
-                  "resampled with replacement; d* = system* - baseline* on each resample, p = share of "
-                  "resamples with |d* - mean d*| >= |d|, [95% interval] = 2.5 and 97.5 percentiles of d*.", "",
+                  "resampled with replacement; d* = system* - baseline* on each resample, p = (1 + number of "
+                  "resamples with |d* - mean d*| >= |d|) / (1 + resamples), [95% interval] = 2.5 and 97.5 percentiles of d*.", "",
                   significance_tables(tests, a.baseline, a.alpha)]
     seed_tests = paired_seeds(by_seed, a.baseline, langs, zero_shot)
     parts += [f"## Across seeds: paired t-test against {a.baseline}", "",

@@ -138,7 +138,7 @@ def test_the_bootstrap_is_the_brute_force_one_on_resampled_sentence_sets(pair):
         star = np.array([metric.corpus_score([b[i] for i in idx], [[refs[i] for i in idx]]).score -
                          metric.corpus_score([a[i] for i in idx], [[refs[i] for i in idx]]).score for idx in picks])
         near([ours[name]["delta"]], [d], rel=1e-12, msg=name)
-        assert ours[name]["p"] == np.mean(np.abs(star - star.mean()) >= abs(d))
+        assert ours[name]["p"] == (np.sum(np.abs(star - star.mean()) >= abs(d)) + 1) / (len(star) + 1)
         near(ours[name]["ci"], np.percentile(star, [2.5, 97.5]), rel=1e-12, scale=abs(d), msg=name)
         assert 0 < ours[name]["p"] < 1
 
@@ -323,3 +323,12 @@ def test_half_budget_scores_and_a_bundle_of_another_budget_is_refused(tmp_path):
     (tmp_path / "multilingual_t5_seed1" / "run.json").write_text(json.dumps({"budget": 300}))
     with pytest.raises(SystemExit, match="trained to 300 updates, but the study's budget .* is 400 updates"):
         results_table.main([str(tmp_path), "--bootstrap", "0"])
+
+
+def test_the_bootstrap_p_is_never_zero(pair):
+    """Systems far apart: no resample reaches |d| under the null, and p is 1 / (B + 1), the
+    observed difference counted as one resample (Davison & Hinkley 1997), not 0."""
+    a_file, _, ref_file, _ = pair
+    ours = results_table.paired_bootstrap(a_file, ref_file, ref_file, n_samples=200)
+    for m in ("bleu", "chrf"):
+        assert ours[m]["delta"] > 10 and ours[m]["p"] == 1 / 201
