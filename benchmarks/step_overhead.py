@@ -176,6 +176,7 @@ def model_argv(corpus, shape, task, max_tokens):
 
 
 FP16 = False  # --fp16: every variant in fairseq's mixed precision (a CUDA device)
+MALLOC_KEEP_MB = 1024  # --malloc-keep-mb: glibc's thresholds, set once for the process
 
 
 def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens, batching="split"):
@@ -184,7 +185,7 @@ def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens, batchin
     argv = model_argv(corpus, shape, task, max_tokens) + (["--fp16"] if FP16 else [])
     if combiner is not None:
         argv += ["--gradient-combiner", combiner, "--combine-granularity", granularity,
-                 "--direction-batching", batching]
+                 "--direction-batching", batching, "--malloc-keep-mb", str(MALLOC_KEEP_MB)]
     return options.parse_args_and_arch(options.get_training_parser(), argv)
 
 
@@ -641,6 +642,9 @@ def main():
     parser.add_argument("--profile-ops", type=int, default=16, help="ops listed in the torch.profiler diff")
     parser.add_argument("--workdir", default=None, help="keep the generated corpora here (default: a temp dir)")
     parser.add_argument("--fp16", action="store_true", help="every variant in fp16 (fairseq's --fp16; CUDA)")
+    parser.add_argument("--malloc-keep-mb", type=int, default=1024,
+                        help="glibc's thresholds for the whole process, every variant alike, as the "
+                             "plugin's option of that name sets them (0: glibc's own)")
     parser.add_argument("--directions", default=None, metavar="K,K,...",
                         help="instead: time per target token of stock, split and single-direction "
                              "batches at each K (synthetic corpora; the first of --sizes)")
@@ -680,6 +684,11 @@ def main():
              f", {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")
           + f"; times: {'wall clock' if args.clock == 'wall' else 'process CPU time'}")
     print("command: python " + " ".join(sys.argv))
+    from fairseq_gradvac.tasks import allocator
+
+    global MALLOC_KEEP_MB
+    MALLOC_KEEP_MB = args.malloc_keep_mb
+    print(allocator.keep_freed_memory(args.malloc_keep_mb) + "; the whole process: every variant")
     workdir = args.workdir or tempfile.mkdtemp(prefix="step_overhead_")
     if args.directions:
         args.workdir_path = workdir

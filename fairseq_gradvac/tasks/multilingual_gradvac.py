@@ -35,7 +35,7 @@ from ..data.sampling_schedule import Cooldown, shares
 from ..gradients import similarity
 from ..gradients.direction_gradients import DirectionGradients
 from ..gradients.exchange import LocalExchange, exchange_for
-from . import checkpoints, fairseq_changes
+from . import allocator, checkpoints, fairseq_changes
 from .csv_log import CsvLog
 from .loss_weights import WeighedUpdate, check_criterion
 
@@ -83,6 +83,12 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         group.add_argument("--cooldown-update", type=int, default=None, metavar="U",
                            help="the update after which Cooldown's next epoch samples at "
                                 "--cooldown-temperature")
+        group = parser.add_argument_group("CPU memory (fairseq_gradvac)")
+        group.add_argument("--malloc-keep-mb", type=int, default=1024, metavar="MB",
+                           help="glibc's malloc keeps freed blocks up to MB (its mmap and trim "
+                                "thresholds) for the next update instead of giving them to the "
+                                "kernel, whose pages each update would fault in afresh (the logits "
+                                "and their gradients); 0: glibc's own thresholds (docs/performance.md)")
         group = parser.add_argument_group("gradient similarity (fairseq_gradvac, Part I)")
         group.add_argument("--similarity-interval", type=int, default=0, metavar="N",
                            help="every N updates, write the raw cosine of every pair of "
@@ -126,6 +132,8 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         if getattr(args, "similarity_interval", 0) < 0:
             raise ValueError(f"--similarity-interval must be >= 0 (0: off), got {args.similarity_interval}")
         self.sampling_schedule = self._build_schedule(args) if training else None
+        if training:
+            logger.info(allocator.keep_freed_memory(getattr(args, "malloc_keep_mb", 1024)))
         super().__init__(args, langs, dicts, training)
         self.combiner = self._build_combiner(args) if training else None
         self._updates_done = 0  # updates before the next epoch's sample (the schedule's clock)

@@ -215,6 +215,20 @@ def test_cooldown_resumes_exactly_across_its_change_of_temperature(corpus, tmp_p
     assert expected["task_state"]["sampling_schedule"]["switch_epoch"] == (2 if switch == 10 else 3)
 
 
+def test_fixed_sampling_ratios_from_a_file_train(corpus, tmp_path):
+    """Ratios found elsewhere (e.g. Double-Power-Law's search) train through fairseq's own
+    --sampling-weights-from-file: the epoch's target tokens follow them (en-fr 70% of the
+    rows here, where T=5 would give it about 28%), as the loss weighting's pi line shows."""
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"main:en-fr": 0.7, "main:fr-en": 0.1, "main:en-cs": 0.1, "main:cs-en": 0.1}))
+    proc = train(corpus, str(tmp_path / "run"), "--max-update", "2", "--gradient-combiner", "uw",
+                 "--sampling-weights-from-file", str(weights))
+    log = proc.stdout + proc.stderr
+    assert "| Upsample ratios: [('main:en-fr', 0.7), ('main:en-cs', 0.1)" in log
+    share = float(re.search(r"target tokens by direction \(pi\): en-fr ([0-9.]+)%", log)[1])
+    assert 60 < share < 80, log[-2000:]
+
+
 def test_nash_mtl_resumes_exactly(corpus, tmp_path):
     """Nash-MTL's state (alpha per direction and group, warm-starting its solver) comes back
     from the checkpoint: killed after update 18, the same command continues from update 16
@@ -341,6 +355,7 @@ def test_reset_optimizer_starts_the_combiner_afresh(corpus, gradvac_run, tmp_pat
     (("--gradient-combiner", "famo", "--dwa-temperature", "3"), "--dwa-temperature applies to dwa, not famo"),
     (("--gradient-combiner", "stch", "--stch-mu", "-1"), "--stch-mu: stch needs a number > 0.0, got -1.0"),
     (("--gradient-combiner", "uw", "--sentence-avg"), "train uw without --sentence-avg"),
+    (("--malloc-keep-mb", "-1"), "--malloc-keep-mb must be between 0 (glibc's own thresholds) and 2047, got -1"),
 ])
 def test_bad_options_stop_before_training(corpus, tmp_path, extra, message):
     proc = run_cli("train", train_args(corpus, str(tmp_path), "--max-update", "2", *extra), check=False)
