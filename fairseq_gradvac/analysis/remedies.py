@@ -10,18 +10,19 @@ Read from the result bundles alone (RUN/bleu.json at the budget, RUN/half/bleu.j
 it; run.json and train.log for the time). For each row, budget and cell (the En->Any, Any->En
 and zero-shot averages, each low-resource direction; BLEU and chrF) the seeds' differences
 delta_s = row_s - baseline_s, their mean and t-based 95% interval and the two-sided paired
-t-test (results_table.paired_t: the row and the baseline share each seed's initialisation and
-batch order); the same for the zero-shot off-target rate (percentage points). Holm's
-correction runs over a row's tests in this figure (its cells x metrics x the two budgets, the
-off-target rate included). Time: fairseq's "done training in" of each run per update, on the
-study's machine with the other core busy (not a benchmark: benchmarks/ measures cost).
+t-test (results_table.paired_t: the row and the baseline share each seed's initialisation
+and, at the same T, its batch order); the same for the zero-shot off-target rate (percentage
+points). Holm's correction runs over a row's tests in this figure (its cells x metrics x the
+two budgets, the off-target rate included). Time: fairseq's "done training in" per update of
+each run's finished invocations, on the study's machines with the other core busy (not a
+benchmark: benchmarks/ measures cost).
 
 Writes OUT/remedies.csv (every test), OUT/remedies.md (the tables, as printed) and
 OUT/remedies.png (one panel per cell, BLEU; off-target in its own panel).
 """
 import argparse
-import json
 import os
+import re
 
 from ..evaluation import results_table as rt
 from .plotting import Report, fmt, pyplot
@@ -61,8 +62,8 @@ def differences(runs_dir, baseline, langs, zero_shot, low):
     for budget, at in BUDGETS:
         for metric in rt.METRICS:
             runs = rt.collect_seeds(runs_dir, metric, at)
-            if base_key not in runs:
-                raise SystemExit(f"no {baseline} runs with {at + '/' if at else ''}bleu.json under {runs_dir}")
+            if base_key not in runs:  # (not scored at half the budget, or without chrF)
+                continue
             base = runs[base_key]
             cells = _cells(langs, zero_shot, low, rt._present(runs))
             for key in sorted(set(runs) - {base_key}, key=rt._row_order):
@@ -76,7 +77,7 @@ def differences(runs_dir, baseline, langs, zero_shot, low):
         folders = rt.run_folders(runs_dir, at)
         rates = {key: {s: rt.load_off_target(path, at) for s, path in seeds.items()} for key, seeds in folders.items()}
         base = rates.get(base_key, {})
-        for key in sorted(set(rates) - {base_key}, key=rt._row_order):
+        for key in sorted(set(rates) - {base_key} if base else (), key=rt._row_order):
             seeds = [s for s in sorted(set(rates[key]) & set(base))
                      if zero_shot and all(d in rates[key][s] and d in base[s] for d in zero_shot)]
             if seeds:
@@ -86,17 +87,37 @@ def differences(runs_dir, baseline, langs, zero_shot, low):
     return rt._holm_by(tests, lambda t: (t["row"], t["sampling"]))
 
 
+_START = re.compile(r"fairseq_cli\.train \| \{'_name'")  # an invocation's first line
+_LOADED = re.compile(r"Loaded checkpoint .*\(epoch \d+ @ (\d+) updates\)")
+_UPDATES = re.compile(r"num_updates[= ](\d+)")
+_DONE = re.compile(r"done training in ([0-9.]+) seconds")
+
+
+def timed_updates(log_text):
+    """(seconds, updates) summed over a train.log's invocations that ended with fairseq's
+    "done training in" (a killed one says neither how long it ran nor up to where)."""
+    seconds = updates = 0.0
+    for part in _START.split(log_text)[1:]:
+        done = _DONE.search(part)
+        if done:
+            start = _LOADED.search(part)
+            seconds += float(done[1])
+            updates += max(map(int, _UPDATES.findall(part)), default=0) - (int(start[1]) if start else 0)
+    return seconds, updates
+
+
 def seconds_per_update(runs_dir):
-    """{(row, sampling): [seconds of training per update, per seed]} from the bundles."""
+    """{(row, sampling): [seconds of training per update, per seed]} from the bundles' logs."""
     out = {}
     for key, seeds in rt.run_folders(runs_dir).items():
         per_update = []
         for s in sorted(seeds):
-            with open(os.path.join(seeds[s], "run.json")) as f:
-                budget = json.load(f)["budget"]
-            seconds = rt.training_seconds(seeds[s])
-            if seconds > 0:
-                per_update.append(seconds / budget)
+            log = os.path.join(seeds[s], "train.log")
+            if os.path.exists(log):
+                with open(log) as f:
+                    seconds, updates = timed_updates(f.read())
+                if updates > 0:
+                    per_update.append(seconds / updates)
         if per_update:
             out[key] = per_update
     return out
@@ -109,7 +130,7 @@ def _signs(values):
 def _cell_text(t, alpha):
     if t["ci"] is None:
         return f"{t['mean']:+.2f} (n=1)"
-    p = "-" if t["p"] is None else f"{t['p']:.3f}"  # no p: the same difference in every seed
+    p = "-" if t["p"] is None else f"{t['p']:.3f}"  # no p: every seed's difference is 0
     text = f"{t['mean']:+.2f} [{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}] p {p} {_signs(t['differences'])}"
     return f"**{text}**" if t.get("p_holm", 1) < alpha else text
 
@@ -118,7 +139,8 @@ def tables(tests, times, baseline, alpha=0.05):
     """Markdown: per budget and metric, row x cell (mean difference [95% interval], p, each
     seed's sign; bold where Holm's p < alpha), then the tests per row and the time per update."""
     keys = sorted({(t["row"], t["sampling"]) for t in tests}, key=rt._row_order)
-    out = []
+    out = [f"Each row minus {baseline} of the same seed: mean [t-based 95% interval], two-sided paired "
+           "t-test's p, each seed's sign in seed order; bold: below the threshold after Holm.", ""]
     for budget, _ in BUDGETS:
         for metric, name in list(rt.METRICS.items()) + [("rate", "off-target rate (percentage points)")]:
             mine = [t for t in tests if t["budget"] == budget and t["metric"] == metric]
@@ -140,16 +162,17 @@ def tables(tests, times, baseline, alpha=0.05):
         mine = [t for t in tests if (t["row"], t["sampling"]) == key and t["p"] is not None]
         out.append(f"- {row_label(*key)}: {sum(t['p'] < alpha for t in mine)} / "
                    f"{sum(t['p_holm'] < alpha for t in mine)} of {len(mine)}")
-    out += ["", "Training time per update (fairseq's \"done training in\" / the budget, mean over seeds; "
-            "the study's machines, one thread, the other core busy, rows run in different work periods "
-            "on different CPUs: not comparable across rows; benchmarks/ measures cost):", "",
+    out += ["", "Training time per update (fairseq's \"done training in\" over the updates of the "
+            "invocations that printed it, mean over seeds; the study's machines, one thread, the other "
+            "core busy, rows run in different work periods on different CPUs: not comparable across "
+            "rows; benchmarks/ measures cost):", "",
             "| row | s per update |", "|---|---:|"]
     for key in sorted(times, key=rt._row_order):
         out.append(f"| {row_label(*key)} | {rt._cell(times[key])} |")
     return "\n".join(out) + "\n"
 
 
-def draw(tests, report, baseline, metric="bleu"):
+def draw(tests, report, baseline, alpha=0.05, metric="bleu"):
     """One panel per cell: each row's mean difference at the budget (filled) and at half of
     it (open), with its 95% interval; the off-target rate's panel last."""
     plt = pyplot()
@@ -173,7 +196,7 @@ def draw(tests, report, baseline, metric="bleu"):
                 if t is None:
                     continue
                 y = len(keys) - 1 - i + shift
-                color = "C3" if t.get("p_holm", 1) < 0.05 else "C0"
+                color = "C3" if t.get("p_holm", 1) < alpha else "C0"
                 if t["ci"] is not None:
                     ax.plot(t["ci"], [y, y], color=color, linewidth=1.2)
                 ax.plot([t["mean"]], [y], "o", color=color, markerfacecolor=face or color, markersize=5)
@@ -182,10 +205,9 @@ def draw(tests, report, baseline, metric="bleu"):
         ax.grid(axis="x", alpha=0.3)
         unit = "pp" if cell == OFF_TARGET else metric.upper() if metric == "bleu" else "chrF"
         ax.set_title(f"{cell}\n({unit}, row - {baseline})", fontsize=8)
-    labels = []
-    for key in keys:
-        n = max((len(t["seeds"]) for t in mine if (t["row"], t["sampling"]) == key), default=0)
-        labels.append(row_label(*key) + ("" if n == 3 else f" (n={n})"))
+    seeds = {key: max(len(t["seeds"]) for t in mine if (t["row"], t["sampling"]) == key) for key in keys}
+    most = max(seeds.values())
+    labels = [row_label(*key) + ("" if seeds[key] == most else f" (n={seeds[key]})") for key in keys]
     axes[0][0].set_yticks(range(len(keys)), labels[::-1], fontsize=8)
     fig.suptitle("Difference to the baseline over seeds: mean and t-based 95% interval; filled: at the budget, "
                  "open: at half of it; ticks: each seed; red: significant after Holm", fontsize=8)
@@ -218,11 +240,14 @@ def main(argv=None):
         raise SystemExit(f"no row to compare with {a.baseline} under {a.runs_dir}")
     report = Report(a.out)
     text = tables(tests, seconds_per_update(a.runs_dir), a.baseline, a.alpha)
+    for budget, _ in BUDGETS:
+        if not any(t["budget"] == budget for t in tests):
+            text += f"\n(No {a.baseline} scores {'at the budget' if budget == 'full' else 'at half the budget'}: no comparison there.)\n"
     print(text)
     with open(report.path("remedies.md"), "w") as f:
         f.write(text)
     write_csv(tests, report)
-    draw(tests, report, a.baseline)
+    draw(tests, report, a.baseline, a.alpha)
     print(report)
 
 

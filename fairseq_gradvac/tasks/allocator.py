@@ -8,10 +8,13 @@ than twice that threshold is free there; every such page is faulted in again, ze
 kernel, on its next use. With --direction-batching single the heap is trimmed more often
 than in stock fairseq (the gradients live in the task's persistent row buffer, not in fresh
 .grad tensors that keep the heap's top in use), so the kernel's share of an update rose to
-23-40% in some updates where stock's stayed at 8-20% (docs/performance.md). Fixed thresholds
+up to 48% in some updates where stock's stayed at 2-25% (docs/performance.md). Fixed thresholds
 keep freed blocks up to --malloc-keep-mb on the heap and the heap untrimmed: the process
 holds the peak of its heap (what every update reaches again) for its life, as PyTorch's CUDA
-caching allocator does on a GPU.
+caching allocator does on a GPU. It acts on glibc's malloc only: with another allocator
+preloaded (LD_PRELOAD of jemalloc, tcmalloc) it changes nothing that allocator does, and a
+glibc that refuses a threshold this large (the mallopt(3) of older releases caps it at 32 MB)
+keeps its own, as logged.
 """
 import ctypes
 import logging
@@ -38,7 +41,7 @@ def keep_freed_memory(megabytes: int) -> str:
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version.restype = ctypes.c_char_p
-    except (OSError, AttributeError):  # macOS, musl: no gnu_get_libc_version
+    except (OSError, AttributeError, TypeError):  # macOS, musl: no gnu_get_libc_version; Windows: no CDLL(None)
         return "malloc: not glibc, left as it is (--malloc-keep-mb applies to glibc only)"
     version = libc.gnu_get_libc_version().decode()
     # blocks below the mmap threshold come from the heap; a trim threshold of -1 never gives

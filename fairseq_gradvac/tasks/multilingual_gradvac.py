@@ -85,10 +85,10 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                                 "--cooldown-temperature")
         group = parser.add_argument_group("CPU memory (fairseq_gradvac)")
         group.add_argument("--malloc-keep-mb", type=int, default=1024, metavar="MB",
-                           help="glibc's malloc keeps freed blocks up to MB (its mmap and trim "
-                                "thresholds) for the next update instead of giving them to the "
-                                "kernel, whose pages each update would fault in afresh (the logits "
-                                "and their gradients); 0: glibc's own thresholds (docs/performance.md)")
+                           help="glibc's malloc keeps freed blocks up to MB (its mmap threshold) "
+                                "and never trims its heap, so an update reuses the last one's pages "
+                                "instead of having the kernel fault them in afresh (the logits and "
+                                "their gradients); 0: glibc's own thresholds (docs/performance.md)")
         group = parser.add_argument_group("gradient similarity (fairseq_gradvac, Part I)")
         group.add_argument("--similarity-interval", type=int, default=0, metavar="N",
                            help="every N updates, write the raw cosine of every pair of "

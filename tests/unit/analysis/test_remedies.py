@@ -22,7 +22,9 @@ def _bundle(root, name, bleu, off_target, seconds=100.0, at=""):
     (folder / "bleu.json").write_text(json.dumps({"directions": directions}))
     if not at:
         (folder / "run.json").write_text(json.dumps({"budget": 100}))
-        (folder / "train.log").write_text(f"x | INFO | fairseq_cli.train | done training in {seconds} seconds\n")
+        (folder / "train.log").write_text(f"x | INFO | fairseq_cli.train | {{'_name': None}}\n"
+                                          "x | INFO | train | epoch 001 | loss 5.1 | num_updates 100\n"
+                                          f"x | INFO | fairseq_cli.train | done training in {seconds} seconds\n")
 
 
 def _scores(shift, seed):
@@ -99,5 +101,30 @@ def test_the_command_writes_the_tables_csv_and_figure(study, capsys):
 
 
 def test_a_study_without_the_baseline_is_refused(study):
-    with pytest.raises(SystemExit, match="no multilingual_t1 runs"):
+    with pytest.raises(SystemExit, match="no row to compare with multilingual_t1"):
         remedies.main([str(study), "--baseline", "multilingual_t1", "--out", str(study / "out")])
+
+
+def test_a_baseline_not_scored_at_half_the_budget_leaves_that_budget_out(study, capsys):
+    for seed in (1, 2, 3):
+        (study / f"multilingual_t5_seed{seed}" / "half" / "bleu.json").unlink()
+    out = study / "out"
+    remedies.main([str(study), "--langs", "fr,hi", "--zero-shot", ",".join(ZERO), "--out", str(out)])
+    rows = list(csv.DictReader(open(out / "remedies.csv")))
+    assert {r["budget"] for r in rows} == {"full"} and len(rows) == 2 * 11
+    assert "No multilingual_t5 scores at half the budget" in (out / "remedies.md").read_text()
+
+
+def test_time_per_update_counts_only_the_invocations_that_finished():
+    """A killed invocation (no "done training in") is left out with its updates; a resumed
+    one counts from the checkpoint it loaded."""
+    log = "\n".join([
+        "a | INFO | fairseq_cli.train | {'_name': None}",
+        "a | INFO | train_inner | epoch 001:  100 / 900 loss=7.1, num_updates=100, lr=0.001",  # killed here
+        "b | INFO | fairseq_cli.train | {'_name': None}",
+        "b | INFO | fairseq.trainer | Loaded checkpoint /x/checkpoint_last.pt (epoch 1 @ 500 updates)",
+        "b | INFO | train_inner | epoch 001:  600 / 900 loss=6.1, num_updates=600, lr=0.001",
+        "b | INFO | valid | epoch 002 | valid on 'valid' subset | loss 6 | num_updates 2000",
+        "b | INFO | fairseq_cli.train | done training in 300.0 seconds",
+    ])
+    assert remedies.timed_updates(log) == (300.0, 1500)

@@ -3,6 +3,7 @@ faulted in again), where its own dynamic thresholds (at most 32 MB) give them ba
 kernel every time, and it does not trim the 144 MB freed at once from its heap's top; each
 in a fresh interpreter, as the setting holds for the process."""
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,10 +41,21 @@ def _faults(megabytes):
     return statistics.median(int(x) for x in proc.stdout.split()), proc.stderr
 
 
+def _huge_pages_always():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[always]" in f.read()
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the thresholds are glibc's")
+@pytest.mark.skipif(_huge_pages_always(), reason="transparent huge pages: a fault maps 2 MB, the count says little")
 def test_kept_memory_is_not_faulted_in_again():
-    pages = 3 * (48 << 20) // 4096  # 36,864 pages of 4 KiB per touch()
+    pages = 3 * (48 << 20) // resource.getpagesize()  # 36,864 pages of 4 KiB per touch()
     kept, said = _faults(64)  # (trimmed at 64 MB instead of never: 24,544)
+    if "refused" in said:
+        pytest.skip(said)  # an older glibc caps the mmap threshold at 32 MB
     returned, said_0 = _faults(0)
     assert "keeps freed blocks up to 64 MB" in said and "glibc's own thresholds" in said_0
     assert returned >= 0.9 * pages  # mapped afresh each time
