@@ -130,7 +130,7 @@ def _signs(values):
 def _cell_text(t, alpha):
     if t["ci"] is None:
         return f"{t['mean']:+.2f} (n=1)"
-    p = "-" if t["p"] is None else f"{t['p']:.3f}"  # no p: every seed's difference is 0
+    p = "-" if t["p"] is None else f"{t['p']:.3f}"  # no p: the same difference in every seed
     text = f"{t['mean']:+.2f} [{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}] p {p} {_signs(t['differences'])}"
     return f"**{text}**" if t.get("p_holm", 1) < alpha else text
 

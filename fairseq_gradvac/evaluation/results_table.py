@@ -479,13 +479,19 @@ def paired_t(system, baseline):
     """(mean difference, its t-based 95% interval, two-sided p) of a paired t-test over the
     seeds (scipy.stats.ttest_rel): each seed's run against the baseline run of that seed, so
     what varies with the seed (initialisation, batch order) cancels. Three seeds give two
-    degrees of freedom: a wide interval and little power. With one seed there is no test."""
+    degrees of freedom: a wide interval and little power. With one seed, or the same difference
+    in every seed, there is no test (p None)."""
     import numpy as np
     from scipy import stats
 
     d = np.subtract(system, baseline, dtype=float)
     if len(d) < 2:
         return float(d.mean()), None, None
+    scale = max(np.abs(system).max(), np.abs(baseline).max(), 1.0)
+    if d.max() - d.min() <= 1e-9 * scale:
+        # the same difference in every seed (scores rounded to 0.01 meet that): no spread to
+        # test against; rounding would leave a spread of 1e-15 and a t of 1e14, p "0"
+        return float(d.mean()), [float(d.mean())] * 2, None
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     p = float(stats.ttest_rel(system, baseline).pvalue)
     return float(d.mean()), [float(d.mean() - half), float(d.mean() + half)], None if math.isnan(p) else p

@@ -187,6 +187,11 @@ def test_the_seeds_are_paired():
     near(ci, [0.25 - half, 0.25 + half], rel=1e-9)
     assert stats.ttest_ind(system, baseline).pvalue > 0.8  # the pairing is what finds it
     assert results_table.paired_t([1.0], [0.5]) == (0.5, None, None)  # one seed: no test
+    # the same difference in every seed, up to the rounding of the scores: no test either
+    # (scipy would give p = 0 from a spread of 1e-15)
+    same = results_table.paired_t([10.1, 12.1, 14.1], [10.0, 12.0, 14.0])
+    assert same[2] is None and same[0] == pytest.approx(0.1) and same[1] == pytest.approx([0.1, 0.1])
+    assert stats.ttest_rel([10.1, 12.1, 14.1], [10.0, 12.0, 14.0]).pvalue < 1e-10
 
 
 def test_the_seed_test_pairs_seed_numbers_and_corrects_a_rows_cells(tmp_path):
