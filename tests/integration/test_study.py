@@ -290,7 +290,7 @@ def test_a_loss_weighting_row_runs_through_the_study(config, tmp_path):
     assert {r["direction"] for r in rows} == {"en-fr", "en-cs", "cs-en"} and rows
     assert json.loads((bundle / "bleu.json").read_text())["directions"].keys() >= {"en-fr", "fr-cs"}
     assert not (bundle / "similarity.csv").exists() and (bundle / "probe" / "similarity.csv").exists()
-    assert "famo T=5" in (tmp_path / "results" / "results.md").read_text()
+    assert "FAMO T=5" in (tmp_path / "results" / "results.md").read_text()  # (its label in the tables)
 
 
 def test_bad_rows_are_refused_before_anything_runs(config, tmp_path):
