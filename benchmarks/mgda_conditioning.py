@@ -8,11 +8,15 @@ printed: median over draws of the relative change of alpha and of the update, ov
     python benchmarks/mgda_conditioning.py --tasks 3,8 --cosines 0.5,0.9,0.985,0.999 --draws 20
 """
 import argparse
+import os
 import statistics
+import sys
 
 import torch
 
-from fairseq_gradvac.combiners.mgda import min_norm_weights
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a clone
+
+from fairseq_gradvac.combiners.mgda import min_norm_weights  # noqa: E402
 
 EPS = 1e-7
 

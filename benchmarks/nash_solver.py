@@ -8,13 +8,17 @@ is within alpha_fair.TOLERANCE.
     python benchmarks/nash_solver.py --tasks 3,5,8,16 --draws 30
 """
 import argparse
+import os
+import sys
 import time
 import warnings
 
 import torch
 
-from fairseq_gradvac.combiners import ParameterGroups, alpha_fair, build_combiner
-from fairseq_gradvac.combiners.gramian import gram_factor, torchjd_weighting
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a clone
+
+from fairseq_gradvac.combiners import ParameterGroups, alpha_fair, build_combiner  # noqa: E402
+from fairseq_gradvac.combiners.gramian import gram_factor, torchjd_weighting  # noqa: E402
 
 
 def conflicting_rows(k, p, seed):
