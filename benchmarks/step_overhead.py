@@ -176,7 +176,7 @@ def model_argv(corpus, shape, task, max_tokens):
 
 
 FP16 = False  # --fp16: every variant in fairseq's mixed precision (a CUDA device)
-MALLOC_KEEP_MB = 1024  # --malloc-keep-mb: glibc's thresholds, set once for the process
+MALLOC_KEEP_MB = None  # --malloc-keep-mb: glibc's thresholds, set once for the process in main()
 
 
 def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens, batching="split"):
@@ -185,7 +185,9 @@ def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens, batchin
     argv = model_argv(corpus, shape, task, max_tokens) + (["--fp16"] if FP16 else [])
     if combiner is not None:
         argv += ["--gradient-combiner", combiner, "--combine-granularity", granularity,
-                 "--direction-batching", batching, "--malloc-keep-mb", str(MALLOC_KEEP_MB)]
+                 "--direction-batching", batching]
+        # (None: the task's own default, for the scripts that import this one's Variant)
+        argv += ["--malloc-keep-mb", str(MALLOC_KEEP_MB)] if MALLOC_KEEP_MB is not None else []
     return options.parse_args_and_arch(options.get_training_parser(), argv)
 
 
@@ -642,7 +644,9 @@ def main():
     parser.add_argument("--profile-ops", type=int, default=16, help="ops listed in the torch.profiler diff")
     parser.add_argument("--workdir", default=None, help="keep the generated corpora here (default: a temp dir)")
     parser.add_argument("--fp16", action="store_true", help="every variant in fp16 (fairseq's --fp16; CUDA)")
-    parser.add_argument("--malloc-keep-mb", type=int, default=1024,
+    from fairseq_gradvac.tasks import allocator
+
+    parser.add_argument("--malloc-keep-mb", type=int, default=allocator.DEFAULT_MB,
                         help="glibc's thresholds for the whole process, every variant alike, as the "
                              "plugin's option of that name sets them (0: glibc's own)")
     parser.add_argument("--directions", default=None, metavar="K,K,...",
@@ -684,8 +688,6 @@ def main():
              f", {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")
           + f"; times: {'wall clock' if args.clock == 'wall' else 'process CPU time'}")
     print("command: python " + " ".join(sys.argv))
-    from fairseq_gradvac.tasks import allocator
-
     global MALLOC_KEEP_MB
     MALLOC_KEEP_MB = args.malloc_keep_mb
     print(allocator.keep_freed_memory(args.malloc_keep_mb) + "; the whole process: every variant")

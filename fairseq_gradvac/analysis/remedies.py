@@ -22,7 +22,6 @@ OUT/remedies.png (one panel per cell, BLEU; off-target in its own panel).
 """
 import argparse
 import os
-import re
 
 from ..evaluation import results_table as rt
 from .plotting import Report, fmt, pyplot
@@ -46,13 +45,6 @@ def _cells(langs, zero_shot, low, present):
     return {**cells, **{d: [d] for d in low if d in present}}
 
 
-def _test(key, budget, metric, cell, seeds, system, baseline):
-    mean, ci, p = rt.paired_t(system, baseline)
-    return {"row": key[0], "sampling": key[1], "label": row_label(*key), "budget": budget, "metric": metric,
-            "cell": cell, "seeds": seeds, "differences": [a - b for a, b in zip(system, baseline)],
-            "mean": mean, "ci": ci, "p": p}
-
-
 def differences(runs_dir, baseline, langs, zero_shot, low):
     """Every row against ``baseline`` (ROW_SAMPLING), per budget, metric and cell, and the
     zero-shot off-target rate: [{row, sampling, label, budget, metric, cell, seeds,
@@ -60,50 +52,16 @@ def differences(runs_dir, baseline, langs, zero_shot, low):
     base_key = tuple(baseline.rsplit("_", 1))
     tests = []
     for budget, at in BUDGETS:
-        for metric in rt.METRICS:
+        found = []
+        for metric in rt.METRICS:  # (a metric the baseline was not scored with gives none)
             runs = rt.collect_seeds(runs_dir, metric, at)
-            if base_key not in runs:  # (not scored at half the budget, or without chrF)
-                continue
-            base = runs[base_key]
-            cells = _cells(langs, zero_shot, low, rt._present(runs))
-            for key in sorted(set(runs) - {base_key}, key=rt._row_order):
-                for cell, ds in cells.items():
-                    seeds = [s for s in sorted(set(runs[key]) & set(base))
-                             if all(d in runs[key][s] and d in base[s] for d in ds)]
-                    if seeds:
-                        tests.append(_test(key, budget, metric, cell, seeds,
-                                           [rt._mean([runs[key][s][d] for d in ds]) for s in seeds],
-                                           [rt._mean([base[s][d] for d in ds]) for s in seeds]))
-        folders = rt.run_folders(runs_dir, at)
-        rates = {key: {s: rt.load_off_target(path, at) for s, path in seeds.items()} for key, seeds in folders.items()}
-        base = rates.get(base_key, {})
-        for key in sorted(set(rates) - {base_key} if base else (), key=rt._row_order):
-            seeds = [s for s in sorted(set(rates[key]) & set(base))
-                     if zero_shot and all(d in rates[key][s] and d in base[s] for d in zero_shot)]
-            if seeds:
-                tests.append(_test(key, budget, "rate", OFF_TARGET, seeds,
-                                   [100 * rt._mean([rates[key][s][d] for d in zero_shot]) for s in seeds],
-                                   [100 * rt._mean([base[s][d] for d in zero_shot]) for s in seeds]))
+            found += rt.seed_differences(runs, base_key, _cells(langs, zero_shot, low, rt._present(runs)), metric)
+        if zero_shot:  # the off-target rate in percentage points, averaged as a cell's scores are
+            rates = {key: {s: {d: 100 * r for d, r in rt.load_off_target(path, at).items()} for s, path in seeds.items()}
+                     for key, seeds in rt.run_folders(runs_dir, at).items()}
+            found += rt.seed_differences(rates, base_key, {OFF_TARGET: zero_shot}, "rate")
+        tests += [dict(t, budget=budget, label=row_label(t["row"], t["sampling"])) for t in found]
     return rt._holm_by(tests, lambda t: (t["row"], t["sampling"]))
-
-
-_START = re.compile(r"fairseq_cli\.train \| \{'_name'")  # an invocation's first line
-_LOADED = re.compile(r"Loaded checkpoint .*\(epoch \d+ @ (\d+) updates\)")
-_UPDATES = re.compile(r"num_updates[= ](\d+)")
-_DONE = re.compile(r"done training in ([0-9.]+) seconds")
-
-
-def timed_updates(log_text):
-    """(seconds, updates) summed over a train.log's invocations that ended with fairseq's
-    "done training in" (a killed one says neither how long it ran nor up to where)."""
-    seconds = updates = 0.0
-    for part in _START.split(log_text)[1:]:
-        done = _DONE.search(part)
-        if done:
-            start = _LOADED.search(part)
-            seconds += float(done[1])
-            updates += max(map(int, _UPDATES.findall(part)), default=0) - (int(start[1]) if start else 0)
-    return seconds, updates
 
 
 def seconds_per_update(runs_dir):
@@ -115,7 +73,7 @@ def seconds_per_update(runs_dir):
             log = os.path.join(seeds[s], "train.log")
             if os.path.exists(log):
                 with open(log) as f:
-                    seconds, updates = timed_updates(f.read())
+                    seconds, updates = rt.timed_updates(f.read())
                 if updates > 0:
                     per_update.append(seconds / updates)
         if per_update:

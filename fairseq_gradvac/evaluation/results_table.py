@@ -508,6 +508,30 @@ def seed_cells(langs, zero_shot, present):
     return {**cells, **{d: [d] for d in directions}}
 
 
+def seed_differences(runs, base_key, cells, metric):
+    """Each row of ``runs`` ({(row, sampling): {seed: {direction: score}}}) against the
+    ``base_key`` run of the same seed, per cell ({name: directions}, their scores averaged),
+    over the seeds both have with all of the cell's directions: [{row, sampling, metric,
+    cell, seeds, differences, mean, ci, p}] (paired_t), no Holm."""
+    if base_key not in runs:
+        return []
+    base = runs[base_key]
+    tests = []
+    for key in sorted(set(runs) - {base_key}, key=_row_order):
+        for cell, ds in cells.items():
+            seeds = [s for s in sorted(set(runs[key]) & set(base))
+                     if all(d in runs[key][s] and d in base[s] for d in ds)]
+            if not seeds:
+                continue
+            system = [_mean([runs[key][s][d] for d in ds]) for s in seeds]
+            baseline_scores = [_mean([base[s][d] for d in ds]) for s in seeds]
+            mean, ci, p = paired_t(system, baseline_scores)
+            tests.append({"row": key[0], "sampling": key[1], "metric": metric, "cell": cell, "seeds": seeds,
+                          "differences": [a - b for a, b in zip(system, baseline_scores)],
+                          "mean": mean, "ci": ci, "p": p})
+    return tests
+
+
 def paired_seeds(scores, baseline, langs, zero_shot):
     """Each row against the baseline across seeds, per metric and cell: [{row, sampling,
     metric, cell, seeds, differences, mean, ci, p, p_holm}], p_holm Holm-adjusted over the
@@ -515,24 +539,7 @@ def paired_seeds(scores, baseline, langs, zero_shot):
     base_key = tuple(baseline.rsplit("_", 1))
     tests = []
     for metric, runs in scores.items():
-        if base_key not in runs:
-            continue
-        base = runs[base_key]
-        cells = seed_cells(langs, zero_shot, _present(runs))
-        for key in sorted(runs, key=_row_order):
-            if key == base_key:
-                continue
-            for cell, ds in cells.items():
-                seeds = [s for s in sorted(set(runs[key]) & set(base))
-                         if all(d in runs[key][s] and d in base[s] for d in ds)]
-                if not seeds:
-                    continue
-                system = [_mean([runs[key][s][d] for d in ds]) for s in seeds]
-                baseline_scores = [_mean([base[s][d] for d in ds]) for s in seeds]
-                mean, ci, p = paired_t(system, baseline_scores)
-                tests.append({"row": key[0], "sampling": key[1], "metric": metric, "cell": cell, "seeds": seeds,
-                              "differences": [a - b for a, b in zip(system, baseline_scores)],
-                              "mean": mean, "ci": ci, "p": p})
+        tests += seed_differences(runs, base_key, seed_cells(langs, zero_shot, _present(runs)), metric)
     return _holm_by(tests, lambda t: (t["row"], t["sampling"]))
 
 
@@ -633,6 +640,24 @@ def training_seconds(run):
             with open(log) as f:
                 total += sum(float(m[1]) for m in _DONE.finditer(f.read()))
     return total
+
+
+_START = re.compile(r"fairseq_cli\.train \| \{'_name'")  # an invocation's first line
+_LOADED = re.compile(r"Loaded checkpoint .*\(epoch \d+ @ (\d+) updates\)")
+_UPDATES = re.compile(r"num_updates[= ](\d+)")
+
+
+def timed_updates(log_text):
+    """(seconds, updates) summed over a train.log's invocations that ended with fairseq's
+    "done training in" (a killed one says neither how long it ran nor up to where)."""
+    seconds = updates = 0.0
+    for part in _START.split(log_text)[1:]:
+        done = _DONE.search(part)
+        if done:
+            start = _LOADED.search(part)
+            seconds += float(done[1])
+            updates += max(map(int, _UPDATES.findall(part)), default=0) - (int(start[1]) if start else 0)
+    return seconds, updates
 
 
 def times_table(runs_dir):

@@ -22,6 +22,7 @@ import logging
 logger = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+DEFAULT_MB = 1024  # --malloc-keep-mb's default: the logits of transformer base at 4,096 tokens are 512 MB
 LIMIT_MB = 2047  # mallopt takes an int
 
 

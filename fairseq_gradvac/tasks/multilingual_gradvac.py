@@ -84,7 +84,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
                            help="the update after which Cooldown's next epoch samples at "
                                 "--cooldown-temperature")
         group = parser.add_argument_group("CPU memory (fairseq_gradvac)")
-        group.add_argument("--malloc-keep-mb", type=int, default=1024, metavar="MB",
+        group.add_argument("--malloc-keep-mb", type=int, default=allocator.DEFAULT_MB, metavar="MB",
                            help="glibc's malloc keeps freed blocks up to MB (its mmap threshold) "
                                 "and never trims its heap, so an update reuses the last one's pages "
                                 "instead of having the kernel fault them in afresh (the logits and "
@@ -133,7 +133,7 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
             raise ValueError(f"--similarity-interval must be >= 0 (0: off), got {args.similarity_interval}")
         self.sampling_schedule = self._build_schedule(args) if training else None
         if training:
-            logger.info(allocator.keep_freed_memory(getattr(args, "malloc_keep_mb", 1024)))
+            logger.info(allocator.keep_freed_memory(getattr(args, "malloc_keep_mb", allocator.DEFAULT_MB)))
         super().__init__(args, langs, dicts, training)
         self.combiner = self._build_combiner(args) if training else None
         self._updates_done = 0  # updates before the next epoch's sample (the schedule's clock)

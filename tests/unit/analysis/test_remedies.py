@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from fairseq_gradvac.analysis import remedies
+from fairseq_gradvac.evaluation import results_table
 
 ZERO = ["fr-cs", "cs-fr"]
 
@@ -127,4 +128,4 @@ def test_time_per_update_counts_only_the_invocations_that_finished():
         "b | INFO | valid | epoch 002 | valid on 'valid' subset | loss 6 | num_updates 2000",
         "b | INFO | fairseq_cli.train | done training in 300.0 seconds",
     ])
-    assert remedies.timed_updates(log) == (300.0, 1500)
+    assert results_table.timed_updates(log) == (300.0, 1500)
