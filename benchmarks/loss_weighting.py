@@ -116,12 +116,7 @@ def main():
         parser.error(f"unknown methods {sorted(unknown)}")
     if args.quick:
         args.size, args.directions, args.reps, args.max_tokens, args.rows = "tiny", "8", 3, 1024, 400
-    args.max_reps = args.max_reps or 3 * args.reps
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    step_overhead.clock = CLOCK[args.clock]
-    if args.quiet is None:
-        args.quiet = 1.0 if args.clock == "cpu" else 0.05
+    step_overhead.apply_timing_options(args)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     import fairseq

@@ -194,10 +194,22 @@ def fairseq_args(corpus, shape, task, combiner, granularity, max_tokens, batchin
 class Variant:
     def __init__(self, label, corpus, shape, task_name, combiner, granularity, max_tokens, device,
                  batching="split"):
+        self._build(label, fairseq_args(corpus, shape, task_name, combiner, granularity, max_tokens, batching), device)
+
+    @classmethod
+    def from_argv(cls, label, argv, device):
+        """A variant from fairseq-train's own options (a recipe's configs/*.args)."""
+        from fairseq import options
+
+        variant = cls.__new__(cls)
+        variant._build(label, options.parse_args_and_arch(options.get_training_parser(), argv), device)
+        return variant
+
+    def _build(self, label, args, device):
         from fairseq import optim, tasks
 
         self.label = label
-        self.args = fairseq_args(corpus, shape, task_name, combiner, granularity, max_tokens, batching)
+        self.args = args
         self.task = tasks.setup_task(self.args)
         torch.manual_seed(1)  # every variant starts from the same weights
         self.model = self.task.build_model(self.args).to(device)
@@ -211,7 +223,7 @@ class Variant:
             self.optimizer = optim.FP16Optimizer.build_optimizer(convert_namespace_to_omegaconf(self.args), params)
         else:
             self.optimizer = optim.build_optimizer(self.args, params)
-        self.split = combiner is not None  # takes one batch per direction
+        self.split = args.task != "translation_multi_simple_epoch"  # takes one batch per direction
         self.updates = 0
 
     def update(self, batch, sync):
@@ -272,6 +284,18 @@ def make_batches(task, n, max_tokens, device, seed=0):
 
 
 # --------------------------------------------------------------------------- timing
+def apply_timing_options(args):
+    """--max-reps (3 x --reps unless given), --threads, --clock and --quiet's default, as the
+    benchmarks that import this one's Variant take them."""
+    global clock
+    args.max_reps = args.max_reps or 3 * args.reps
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = CLOCK[args.clock]
+    if args.quiet is None:
+        args.quiet = 1.0 if args.clock == "cpu" else 0.05
+
+
 def quiet_reps(run_rep, want, max_reps, threshold, label="rep", kernel_share=False):
     """Run reps until ``want`` of them ran beside at most ``threshold`` foreign load.
 

@@ -65,6 +65,28 @@ def test_loss_weighting_benchmark_times_every_method_against_stock():
     assert rows[0][3] == "1.000"
 
 
+def test_study_rows_benchmark_times_the_study_methods_from_their_option_files():
+    out = _run("benchmarks/study_rows.py", "--quick", "--threads", "1", "--clock", "cpu",
+               "--methods", "multilingual,gradvac_all_layer:low,famo,nash_mtl")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out[out.index("summary"):].splitlines()
+            if line.startswith("| ") and not line.startswith("| method")]
+    assert [r[0] for r in rows] == ["multilingual", "gradvac_all_layer:low", "famo", "nash_mtl"]
+    options = {r[0]: r[1] for r in rows}
+    # each method as configs/methods/*.args gives it to fairseq-train, batched as the study trains it
+    assert options["nash_mtl"].startswith("--gradient-combiner nash_mtl --combine-granularity whole_model")
+    assert options["gradvac_all_layer:low"].endswith("--gradvac-directions en-l003,l003-en")  # the smallest pair
+    assert {r[0]: r[2] for r in rows} == {"multilingual": "split", "gradvac_all_layer:low": "split",
+                                          "famo": "mixed", "nash_mtl": "split"}
+    assert rows[0][4] == "1.000" and all(float(r[3]) > 0 and float(r[4]) > 0 for r in rows)
+
+
+def test_study_rows_benchmark_refuses_a_method_without_a_config():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "benchmarks/study_rows.py", "--quick", "--methods", "multilingual,gradvax"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "no such config: " in proc.stderr and "gradvax.args" in proc.stderr
+
+
 def test_step_overhead_benchmark_times_the_chosen_variants():
     out = _run("benchmarks/step_overhead.py", "--quick", "--variants", "gradvac", "--threads", "1")
     summary = out[out.index("summary"):]

@@ -1,0 +1,232 @@
+"""Each direction's share of the update, per row of the study: how far a method moves the
+weights from what the sampling gives the plain sum.
+
+    python -m fairseq_gradvac.analysis.direction_weights docs/data/study/libreoffice_study-demo_cpu \
+        --out docs/data/study/libreoffice_study-demo_cpu/weights
+
+Every method here writes its update as sum_i W_i g_i, g_i direction i's summed-loss gradient
+(the plain sum: W_i = 1), divided by the update's N target tokens; direction i's share of
+the update is s_i = W_i n_i / N, the weight on its mean-loss gradient (shares sum to 1, the
+convention of every method's weights, docs/methods/README.md). Read from the bundles alone:
+- the plain sum (any sampling): s_i = n_i / N, from similarity.csv's token counts;
+- a whole-model Gramian method (UPGrad, Nash-MTL, ...): W from the method's own weigh() on
+  the update's whole-model Gram matrix, rebuilt from similarity.csv's `model` rows
+  (G_ij = |g_i| |g_j| cos_ij, the norms and cosines the run recorded of that very update);
+- a loss weighting (FAMO, ...): loss_weights.csv's `effective`, c_i n_i / (N pi_i), the factor
+  the update applied.
+Per run: the mean of s_i over the logged updates (every --similarity-interval; 0 where the
+update held no batch of i); per row: mean and standard deviation over seeds. Per-layer
+methods (GradVac, PCGrad all_layer) change each layer's update differently and have no one
+share per direction: they are listed as left out. Writes OUT/weights.csv and OUT/weights.md.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import shlex
+import statistics
+from collections import defaultdict
+
+import torch
+
+from ..combiners import ParameterGroups, build_combiner
+
+_RUN = re.compile(r"^(?P<row>.+)_seed(?P<seed>\d+)$")
+WHOLE = "model"  # similarity.csv's group of the whole model
+
+
+def options(run):
+    """{--option: value} of the run's fairseq-train command (run.json)."""
+    with open(os.path.join(run, "run.json")) as f:
+        argv = shlex.split(json.load(f)["command"])
+    return {a: (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "")
+            for i, a in enumerate(argv) if a.startswith("--")}
+
+
+def gram_updates(path):
+    """[(update, directions, Gram [K, K] float64, token counts [K])] from similarity.csv's
+    whole-model rows."""
+    by_update = defaultdict(list)
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["group"] == WHOLE:
+                by_update[int(r["update"])].append(r)
+    out = []
+    for update, rows in sorted(by_update.items()):
+        directions = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
+        ix = {d: i for i, d in enumerate(directions)}
+        k = len(directions)
+        gram, n = torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+        for r in rows:
+            a, b, na, nb = ix[r["a"]], ix[r["b"]], float(r["norm_a"]), float(r["norm_b"])
+            gram[a, b] = gram[b, a] = na * nb * float(r["cosine"])
+            gram[a, a], gram[b, b] = na * na, nb * nb
+            n[a], n[b] = float(r["ntokens_a"]), float(r["ntokens_b"])
+        if len(rows) != k * (k - 1) // 2:
+            raise ValueError(f"{path}: update {update} has {len(rows)} whole-model pairs for {k} directions")
+        out.append((update, directions, gram, n))
+    return out
+
+
+_PI = re.compile(r"the epoch's target tokens by direction \(pi\): (?P<shares>.*)$")
+_EPOCH = re.compile(r"\btrain_inner\b.*?epoch (?P<epoch>\d+):.*?\bnum_updates=(?P<update>\d+)")
+
+
+def token_shares_logged(train_log):
+    """([{direction: pi_i}] per epoch, as the task printed them), {update: epoch} of the
+    train_inner lines."""
+    pi, epochs = [], {}
+    with open(train_log, errors="replace") as f:
+        for line in f:
+            m = _PI.search(line)
+            if m:
+                pi.append({d: float(v.rstrip("%")) / 100 for d, v in
+                           (part.split() for part in m["shares"].split(", "))})
+            m = _EPOCH.search(line)
+            if m:
+                epochs[int(m["update"])] = int(m["epoch"])
+    return pi, epochs
+
+
+def _combiner(opts):
+    name = opts["--gradient-combiner"]
+    kwargs = {"update_every": int(opts["--nash-mtl-update-every"])} if "--nash-mtl-update-every" in opts else {}
+    return build_combiner(name, **kwargs)
+
+
+def run_shares(run):
+    """({direction: mean share over the logged updates}, the mean effective-token ratio or None,
+    how) or (None, None, why it is left out)."""
+    opts = options(run)
+    name = opts.get("--gradient-combiner", "sum")
+    weights_csv = os.path.join(run, "loss_weights.csv")
+    if os.path.exists(weights_csv):  # a loss weighting: the factor the update applied
+        per_update, c = defaultdict(dict), defaultdict(dict)
+        with open(weights_csv, newline="") as f:
+            for r in csv.DictReader(f):
+                per_update[int(r["update"])][r["direction"]] = float(r["effective"])
+                c[int(r["update"])][r["direction"]] = float(r["weight"])
+        pi, epochs = token_shares_logged(os.path.join(run, "train.log"))
+        effective = []
+        for update, e in per_update.items():
+            # every token of i weighs m_i = c_i / pi_i and e_i = m_i n_i / N, so Kish's ratio is
+            # (sum_i n_i m_i)^2 / (N sum_i n_i m_i^2) = (sum_i e_i)^2 / sum_i e_i m_i
+            shares = pi[min(epochs.get(update, 1), len(pi)) - 1] if pi else None
+            if shares is None or any(shares.get(d, 0) <= 0 for d in e):
+                effective = None
+                break
+            effective.append(sum(e.values()) ** 2 / sum(v * c[update][d] / shares[d] for d, v in e.items()))
+        ratio = statistics.mean(effective) if effective else None
+        return _mean(per_update.values()), ratio, f"{name}: loss_weights.csv, pi from train.log"
+    similarity = os.path.join(run, "similarity.csv")
+    if not os.path.exists(similarity):
+        return None, None, f"{name}: no similarity.csv"
+    if name != "sum" and opts.get("--combine-granularity") != "whole_model":
+        return None, None, f"{name} {opts.get('--combine-granularity', '')}: per-layer, no one share per direction"
+    combiner = None if name == "sum" else _combiner(opts)
+    groups = ParameterGroups([WHOLE], [[("model", torch.zeros(1))]])
+    shares, effective = [], []
+    for update, directions, gram, n in gram_updates(similarity):
+        if combiner is None:
+            w = torch.ones_like(n)
+        else:  # the method's own weights on this update's Gram matrix, in the run's precision
+            w = combiner.weigh(gram[None].float(), directions, groups, update, ntokens=n.float())[0].double()
+            combiner.commit(torch.ones((), dtype=torch.bool))
+        shares.append(dict(zip(directions, (w * n / n.sum()).tolist())))
+        # Kish's effective sample size of the update's per-token weights w_i / N, over N:
+        # (sum_i n_i w_i)^2 / (N sum_i n_i w_i^2) = N / sum_i n_i w_i^2, 1 for the plain sum
+        effective.append(float((w * n).sum() ** 2 / (n.sum() * (n * w * w).sum())))
+    how = "sum: token counts" if combiner is None else f"{name} whole_model: weigh() on the recorded Gram matrices"
+    return _mean(shares), statistics.mean(effective), how
+
+
+def _mean(updates):
+    updates = list(updates)
+    directions = sorted({d for u in updates for d in u})
+    return {d: sum(u.get(d, 0.0) for u in updates) / len(updates) for d in directions}
+
+
+def collect(runs_dir):
+    """{row: {seed: {direction: share}}}, {row: {seed: effective-token ratio or None}},
+    {row: how}, {row: why left out}."""
+    rows, ess, how, left = defaultdict(dict), defaultdict(dict), {}, {}
+    for name in sorted(os.listdir(runs_dir)):
+        m = _RUN.match(name)
+        run = os.path.join(runs_dir, name)
+        if not m or not os.path.exists(os.path.join(run, "run.json")):
+            continue
+        shares, ratio, note = run_shares(run)
+        if shares is None:
+            left[m["row"]] = note
+        else:
+            rows[m["row"]][int(m["seed"])] = shares
+            ess[m["row"]][int(m["seed"])] = ratio
+            how[m["row"]] = note
+    return rows, ess, how, left
+
+
+def token_shares(runs_dir):
+    """{T: {direction: share}} of the sampled target tokens (data.json, sampling_shares)."""
+    path = os.path.join(runs_dir, "data.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {str(t): v for t, v in json.load(f)["token_shares"].items()}
+
+
+def _mean_sd(values):
+    return f"{statistics.mean(values):.{2 if max(map(abs, values)) < 10 else 1}f} ±{statistics.stdev(values) if len(values) > 1 else 0.0:.{2 if max(map(abs, values)) < 10 else 1}f}"
+
+
+def report(rows, ess, how, left, tokens):
+    """(weights.md's text, weights.csv's rows)."""
+    directions = sorted({d for seeds in rows.values() for s in seeds.values() for d in s},
+                        key=lambda d: (not d.startswith("en-"), d))
+    table, lines = [], []
+    for row, seeds in rows.items():
+        cells = []
+        for d in directions:
+            values = [100 * seeds[s].get(d, 0.0) for s in sorted(seeds)]
+            cells.append(_mean_sd(values))
+            table.append([row, d, "share_percent", len(values)] + [f"{v:.3f}" for v in values])
+        ratios = [ess[row][s] for s in sorted(seeds)]
+        if None not in ratios:
+            table.append([row, "", "effective_tokens_over_n", len(ratios)] + [f"{v:.4f}" for v in ratios])
+        lines.append([row, str(len(seeds))] + cells + ["n/a" if None in ratios else _mean_sd(ratios)])
+    md = ["Each direction's share of the update (%; mean over the logged updates, mean ±sd over seeds), "
+          "and the update's effective target tokens over its N (Kish: N / sum_i n_i W_i^2; the plain sum's is 1):",
+          "", "| row | seeds | " + " | ".join(directions) + " | effective tokens / N |",
+          "|---|---:|" + "---:|" * (len(directions) + 1)]
+    md += ["| " + " | ".join(line) + " |" for line in lines]
+    for t, shares in sorted(tokens.items()):
+        md.append(f"| (target tokens sampled at T={t}) | | "
+                  + " | ".join(f"{100 * shares.get(d, 0):.1f}" for d in directions) + " | |")
+    md += ["", "How each row's W was read: " + "; ".join(f"{r}: {h}" for r, h in how.items()) + "."]
+    if left:
+        md.append("Left out: " + "; ".join(f"{r} ({why})" for r, why in sorted(left.items())) + ".")
+    return "\n".join(md) + "\n", table
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs_dir")
+    ap.add_argument("--out", required=True, help="folder for weights.csv and weights.md")
+    a = ap.parse_args(argv)
+    rows, ess, how, left = collect(a.runs_dir)
+    if not rows:
+        raise SystemExit(f"no run with a share per direction under {a.runs_dir}")
+    text, table = report(rows, ess, how, left, token_shares(a.runs_dir))
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "weights.md"), "w") as f:
+        f.write(text)
+    seeds = max(len(r) - 4 for r in table)
+    with open(os.path.join(a.out, "weights.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "direction", "quantity", "seeds"] + [f"value_{i + 1}" for i in range(seeds)])
+        w.writerows(table)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
