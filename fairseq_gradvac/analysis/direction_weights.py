@@ -11,7 +11,9 @@ convention of every method's weights, docs/methods/README.md). Read from the bun
 - the plain sum (any sampling): s_i = n_i / N, from similarity.csv's token counts;
 - a whole-model Gramian method (UPGrad, Nash-MTL, ...): W from the method's own weigh() on
   the update's whole-model Gram matrix, rebuilt from similarity.csv's `model` rows
-  (G_ij = |g_i| |g_j| cos_ij, the norms and cosines the run recorded of that very update);
+  (G_ij = |g_i| |g_j| cos_ij, the norms and cosines the run recorded of that very update;
+  a method with state, such as Nash-MTL's warm start, is solved on the logged updates only,
+  which gives the run's weights where its answer is unique and checked, as Nash-MTL's is);
 - a loss weighting (FAMO, ...): loss_weights.csv's `effective`, c_i n_i / (N pi_i), the factor
   the update applied.
 Per run: the mean of s_i over the logged updates (every --similarity-interval; 0 where the
