@@ -40,7 +40,7 @@
 #   TOLERANCE [0.01]   BUDGET  a fixed budget in updates instead of step 2
 #   SIMILARITY_INTERVAL [100]   PROBE_EVERY [2000] (0: no probe)   PROBE_SENTENCES [200]
 #   BEAM [1]   MAX_LEN ["2 20"] hypotheses of at most a * source + b tokens
-#   BOOTSTRAP [1000] resamples   STUDY_CACHE [~/.cache/fairseq_gradvac/study]
+#   BOOTSTRAP [10000] resamples   STUDY_CACHE [~/.cache/fairseq_gradvac/study]
 #   RUNS [STUDY_CACHE/DATA-MODEL]   RESULTS [docs/data/study/DATA-MODEL]   COMMIT [0]
 #   CODE_COMMIT [git rev-parse HEAD] the commit recorded in the bundles (for a frozen copy of
 #   the code: run it from `git archive COMMIT` outside the work tree, RESULTS in the repository)
@@ -55,7 +55,7 @@ ROWS="$ROWS ${EXTRA_ROWS:-}"
 SEEDS=${SEEDS:-"1 2 3"} JOBS=${JOBS:-2} EVERY=${EVERY:-500} CURVE_MAX=${CURVE_MAX:-5000}
 TOLERANCE=${TOLERANCE:-0.01} SIMILARITY_INTERVAL=${SIMILARITY_INTERVAL:-100}
 PROBE_EVERY=${PROBE_EVERY:-2000} PROBE_SENTENCES=${PROBE_SENTENCES:-200} BEAM=${BEAM:-1}
-MAX_LEN=${MAX_LEN:-"2 20"} BOOTSTRAP=${BOOTSTRAP:-1000} BASELINE=multilingual_t5 COMMIT=${COMMIT:-0}
+MAX_LEN=${MAX_LEN:-"2 20"} BOOTSTRAP=${BOOTSTRAP:-10000} BASELINE=multilingual_t5 COMMIT=${COMMIT:-0}
 DATA_CONFIG=configs/data/$DATA.sh
 [ -f "$DATA" ] && DATA_CONFIG=$DATA
 [ -f "$DATA_CONFIG" ] || { echo "[study] no such data config: $DATA_CONFIG" >&2; exit 2; }
