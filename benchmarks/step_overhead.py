@@ -223,7 +223,8 @@ class Variant:
             self.optimizer = optim.FP16Optimizer.build_optimizer(convert_namespace_to_omegaconf(self.args), params)
         else:
             self.optimizer = optim.build_optimizer(self.args, params)
-        self.split = args.task != "translation_multi_simple_epoch"  # takes one batch per direction
+        # bench() gives the plugin's task the batch split per direction, stock the mixed one
+        self.split = args.task != "translation_multi_simple_epoch"
         self.updates = 0
 
     def update(self, batch, sync):

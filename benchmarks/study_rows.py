@@ -87,6 +87,8 @@ def main():
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in methods:  # an unknown method or scope is refused before anything is built
+        method_options(method, [])
     if args.quick:
         args.reps, args.rows, args.vocab = 3, 2000, 500
     step_overhead.apply_timing_options(args)

@@ -9,17 +9,20 @@ Every method here writes its update as sum_i W_i g_i, g_i direction i's summed-l
 the update is s_i = W_i n_i / N, the weight on its mean-loss gradient (shares sum to 1, the
 convention of every method's weights, docs/methods/README.md). Read from the bundles alone:
 - the plain sum (any sampling): s_i = n_i / N, from similarity.csv's token counts;
-- a whole-model Gramian method (UPGrad, Nash-MTL, ...): W from the method's own weigh() on
-  the update's whole-model Gram matrix, rebuilt from similarity.csv's `model` rows
-  (G_ij = |g_i| |g_j| cos_ij, the norms and cosines the run recorded of that very update;
-  a method with state, such as Nash-MTL's warm start, is solved on the logged updates only,
-  which gives the run's weights where its answer is unique and checked, as Nash-MTL's is);
+- a whole-model Gramian method whose weights the logged updates alone determine (REBUILT:
+  the stateless ones, and Nash-MTL solved every update, whose answer is unique and checked,
+  so its warm start does not matter): W from the method's own weigh(), built by its
+  from_args on the run's own options, on the update's whole-model Gram matrix rebuilt from
+  similarity.csv's `model` rows (G_ij = |g_i| |g_j| cos_ij, the norms and cosines the run
+  recorded of that very update); a failed solve is counted and reported;
 - a loss weighting (FAMO, ...): loss_weights.csv's `effective`, c_i n_i / (N pi_i), the factor
-  the update applied.
+  the update applied (its shares sum to 1 only in expectation over the batches).
 Per run: the mean of s_i over the logged updates (every --similarity-interval; 0 where the
-update held no batch of i); per row: mean and standard deviation over seeds. Per-layer
-methods (GradVac, PCGrad all_layer) change each layer's update differently and have no one
-share per direction: they are listed as left out. Writes OUT/weights.csv and OUT/weights.md.
+update held no batch of i; an update holding one direction writes no pair to similarity.csv
+and is not counted); per row: mean and standard deviation over seeds. Per-layer methods
+(GradVac, PCGrad all_layer), and methods with state or randomness the logs do not hold
+(GradVac or PCGrad on the whole model, GradNorm, ...), are listed as left out. Writes
+OUT/weights.csv and OUT/weights.md.
 """
 import argparse
 import csv
@@ -32,16 +35,22 @@ from collections import defaultdict
 
 import torch
 
-from ..combiners import ParameterGroups, build_combiner
+from ..combiners import ParameterGroups, combiner_class
 
 _RUN = re.compile(r"^(?P<row>.+)_seed(?P<seed>\d+)$")
 WHOLE = "model"  # similarity.csv's group of the whole model
+# Gramian methods whose weights on a logged update depend on that update alone
+REBUILT = ("upgrad", "dualproj", "cagrad", "imtl_g", "aligned_mtl", "fairgrad", "mgda", "nash_mtl")
 
 
-def options(run):
-    """{--option: value} of the run's fairseq-train command (run.json)."""
+def command(run):
+    """The run's fairseq-train command (run.json), as a list."""
     with open(os.path.join(run, "run.json")) as f:
-        argv = shlex.split(json.load(f)["command"])
+        return shlex.split(json.load(f)["command"])
+
+
+def options(argv):
+    """{--option: value} of a command."""
     return {a: (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "")
             for i, a in enumerate(argv) if a.startswith("--")}
 
@@ -75,32 +84,54 @@ _PI = re.compile(r"the epoch's target tokens by direction \(pi\): (?P<shares>.*)
 _EPOCH = re.compile(r"\btrain_inner\b.*?epoch (?P<epoch>\d+):.*?\bnum_updates=(?P<update>\d+)")
 
 
+_BEGIN = re.compile(r"\bbegin training epoch (?P<epoch>\d+)\b")
+
+
 def token_shares_logged(train_log):
-    """([{direction: pi_i}] per epoch, as the task printed them), {update: epoch} of the
-    train_inner lines."""
-    pi, epochs = [], {}
+    """({epoch: {direction: pi_i}}, [(update, epoch)] sorted) from fairseq's simple log: the
+    task prints pi (to 0.1%) just before fairseq's "begin training epoch N", again when a
+    resumed run rebuilds the epoch (the last print counts), and train_inner lines say which
+    epoch an update is in."""
+    pi, epochs, pending = {}, {}, None
     with open(train_log, errors="replace") as f:
         for line in f:
             m = _PI.search(line)
             if m:
-                pi.append({d: float(v.rstrip("%")) / 100 for d, v in
-                           (part.split() for part in m["shares"].split(", "))})
+                pending = {d: float(v.rstrip("%")) / 100 for d, v in
+                           (part.split() for part in m["shares"].split(", "))}
+            m = _BEGIN.search(line)
+            if m and pending is not None:
+                pi[int(m["epoch"])], pending = pending, None
             m = _EPOCH.search(line)
             if m:
                 epochs[int(m["update"])] = int(m["epoch"])
-    return pi, epochs
+    return pi, sorted(epochs.items())
 
 
-def _combiner(opts):
-    name = opts["--gradient-combiner"]
-    kwargs = {"update_every": int(opts["--nash-mtl-update-every"])} if "--nash-mtl-update-every" in opts else {}
-    return build_combiner(name, **kwargs)
+def epoch_of(update, epochs):
+    """The epoch of the last train_inner line at or before ``update`` (None before any)."""
+    found = None
+    for u, epoch in epochs:
+        if u > update:
+            break
+        found = epoch
+    return found
+
+
+def _combiner(name, argv, directions):
+    """The method as the run built it: its from_args on the run's own options."""
+    cls = combiner_class(name)
+    parser = argparse.ArgumentParser(add_help=False)
+    cls.add_args(parser)
+    known, _ = parser.parse_known_args(argv)
+    return cls.from_args(known, directions)
 
 
 def run_shares(run):
     """({direction: mean share over the logged updates}, the mean effective-token ratio or None,
     how) or (None, None, why it is left out)."""
-    opts = options(run)
+    argv = command(run)
+    opts = options(argv)
     name = opts.get("--gradient-combiner", "sum")
     weights_csv = os.path.join(run, "loss_weights.csv")
     if os.path.exists(weights_csv):  # a loss weighting: the factor the update applied
@@ -109,14 +140,17 @@ def run_shares(run):
             for r in csv.DictReader(f):
                 per_update[int(r["update"])][r["direction"]] = float(r["effective"])
                 c[int(r["update"])][r["direction"]] = float(r["weight"])
-        pi, epochs = token_shares_logged(os.path.join(run, "train.log"))
+        if not per_update:
+            return None, None, f"{name}: no update in loss_weights.csv"
+        log = os.path.join(run, "train.log")
+        pi, epochs = token_shares_logged(log) if os.path.exists(log) else ({}, [])
         effective = []
         for update, e in per_update.items():
             # every token of i weighs m_i = c_i / pi_i and e_i = m_i n_i / N, so Kish's ratio is
             # (sum_i n_i m_i)^2 / (N sum_i n_i m_i^2) = (sum_i e_i)^2 / sum_i e_i m_i
-            shares = pi[min(epochs.get(update, 1), len(pi)) - 1] if pi else None
+            shares = pi.get(epoch_of(update, epochs))
             if shares is None or any(shares.get(d, 0) <= 0 for d in e):
-                effective = None
+                effective = None  # (no pi logged for that epoch: no ratio)
                 break
             effective.append(sum(e.values()) ** 2 / sum(v * c[update][d] / shares[d] for d, v in e.items()))
         ratio = statistics.mean(effective) if effective else None
@@ -126,20 +160,29 @@ def run_shares(run):
         return None, None, f"{name}: no similarity.csv"
     if name != "sum" and opts.get("--combine-granularity") != "whole_model":
         return None, None, f"{name} {opts.get('--combine-granularity', '')}: per-layer, no one share per direction"
-    combiner = None if name == "sum" else _combiner(opts)
+    if name not in ("sum",) + REBUILT or (name == "nash_mtl" and opts.get("--nash-mtl-update-every", "1") != "1"):
+        return None, None, f"{name}: its weights need state the logged updates do not hold"
+    updates = gram_updates(similarity)
+    if not updates:
+        return None, None, f"{name}: no whole-model record in similarity.csv"
+    directions = sorted({d for _, ds, _, _ in updates for d in ds})
+    combiner = None if name == "sum" else _combiner(name, argv, directions)
     groups = ParameterGroups([WHOLE], [[("model", torch.zeros(1))]])
-    shares, effective = [], []
-    for update, directions, gram, n in gram_updates(similarity):
+    shares, effective, failed = [], [], 0
+    for update, directions, gram, n in updates:
         if combiner is None:
             w = torch.ones_like(n)
         else:  # the method's own weights on this update's Gram matrix, in the run's precision
             w = combiner.weigh(gram[None].float(), directions, groups, update, ntokens=n.float())[0].double()
+            failed += combiner.last_report.failed_solves or 0
             combiner.commit(torch.ones((), dtype=torch.bool))
         shares.append(dict(zip(directions, (w * n / n.sum()).tolist())))
         # Kish's effective sample size of the update's per-token weights w_i / N, over N:
         # (sum_i n_i w_i)^2 / (N sum_i n_i w_i^2) = N / sum_i n_i w_i^2, 1 for the plain sum
         effective.append(float((w * n).sum() ** 2 / (n.sum() * (n * w * w).sum())))
-    how = "sum: token counts" if combiner is None else f"{name} whole_model: weigh() on the recorded Gram matrices"
+    how = ("sum: token counts" if combiner is None else
+           f"{name} whole_model: weigh() on the recorded Gram matrices"
+           + (f", {failed} failed solves (the method's fallback)" if failed else ""))
     return _mean(shares), statistics.mean(effective), how
 
 
@@ -151,7 +194,7 @@ def _mean(updates):
 
 def collect(runs_dir):
     """{row: {seed: {direction: share}}}, {row: {seed: effective-token ratio or None}},
-    {row: how}, {row: why left out}."""
+    {row: {seed: how}}, {row: why left out}."""
     rows, ess, how, left = defaultdict(dict), defaultdict(dict), {}, {}
     for name in sorted(os.listdir(runs_dir)):
         m = _RUN.match(name)
@@ -164,7 +207,7 @@ def collect(runs_dir):
         else:
             rows[m["row"]][int(m["seed"])] = shares
             ess[m["row"]][int(m["seed"])] = ratio
-            how[m["row"]] = note
+            how.setdefault(m["row"], {})[int(m["seed"])] = note
     return rows, ess, how, left
 
 
@@ -197,14 +240,19 @@ def report(rows, ess, how, left, tokens):
             table.append([row, "", "effective_tokens_over_n", len(ratios)] + [f"{v:.4f}" for v in ratios])
         lines.append([row, str(len(seeds))] + cells + ["n/a" if None in ratios else _mean_sd(ratios)])
     md = ["Each direction's share of the update (%; mean over the logged updates, mean ±sd over seeds), "
-          "and the update's effective target tokens over its N (Kish: N / sum_i n_i W_i^2; the plain sum's is 1):",
+          "and the update's effective target tokens over its N (Kish: (sum_i n_i W_i)^2 / (N sum_i n_i W_i^2); the plain "
+          "sum's is 1; a loss weighting's shares, the factors its updates applied, sum to 1 only in expectation):",
           "", "| row | seeds | " + " | ".join(directions) + " | effective tokens / N |",
           "|---|---:|" + "---:|" * (len(directions) + 1)]
     md += ["| " + " | ".join(line) + " |" for line in lines]
     for t, shares in sorted(tokens.items()):
         md.append(f"| (target tokens sampled at T={t}) | | "
                   + " | ".join(f"{100 * shares.get(d, 0):.1f}" for d in directions) + " | |")
-    md += ["", "How each row's W was read: " + "; ".join(f"{r}: {h}" for r, h in how.items()) + "."]
+    def said(notes):  # one note for the row, or each seed's where they differ
+        return next(iter(notes.values())) if len(set(notes.values())) == 1 else \
+            ", ".join(f"seed {s}: {n}" for s, n in sorted(notes.items()))
+
+    md += ["", "How each row's W was read: " + "; ".join(f"{r}: {said(h)}" for r, h in how.items()) + "."]
     if left:
         md.append("Left out: " + "; ".join(f"{r} ({why})" for r, why in sorted(left.items())) + ".")
     return "\n".join(md) + "\n", table

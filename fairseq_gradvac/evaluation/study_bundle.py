@@ -87,6 +87,21 @@ def _commit():
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def updates_per_second(run, units):
+    """Updates over seconds of the invocations that printed fairseq's "done training in" (a
+    killed and resumed run's first invocation timed nothing, and its updates do not count)."""
+    from .results_table import timed_updates
+
+    seconds = updates = 0.0
+    for unit in units:
+        log = os.path.join(run, unit, "train.log")
+        if os.path.exists(log):
+            with open(log, errors="replace") as f:
+                s, u = timed_updates(f.read())
+            seconds, updates = seconds + s, updates + u
+    return round(updates / seconds, 3) if seconds else None
+
+
 def write_bundle(run, bundle, budget, half, references, row, seed, command=None, commit=None):
     from .results_table import training_seconds
 
@@ -113,7 +128,7 @@ def write_bundle(run, bundle, budget, half, references, row, seed, command=None,
     seconds = training_seconds(run)
     info = {"row": row, "seed": seed, "budget": budget, "half": half, "command": command,
             "commit": commit or _commit(), "training_seconds": round(seconds, 1),
-            "updates_per_second": round(budget * len(units) / seconds, 3) if seconds else None}
+            "updates_per_second": updates_per_second(run, units)}
     with open(os.path.join(tmp, "run.json"), "w") as f:  # last: its presence means a whole bundle
         json.dump(info, f, indent=2)
     shutil.rmtree(bundle, ignore_errors=True)

@@ -6,6 +6,7 @@ the pi the log printed, and per-layer rows left out."""
 import csv
 import json
 
+import pytest
 import torch
 
 from fairseq_gradvac.analysis import direction_weights as dw
@@ -24,12 +25,12 @@ def _rows(seed):
                         3.0 * torch.randn(64, generator=gen, dtype=torch.float64)])
 
 
-def _run(root, name, combiner, updates, granularity="whole_model"):
+def _run(root, name, combiner, updates, granularity="whole_model", extra=""):
     """A bundle: run.json's command and similarity.csv's whole-model rows (plus a layer's, which
     must not count), one update per (gradients, token counts, directions)."""
     run = root / name
     run.mkdir()
-    command = f"fairseq-train data --gradient-combiner {combiner} --combine-granularity {granularity} --seed 1"
+    command = f"fairseq-train data --gradient-combiner {combiner} --combine-granularity {granularity} --seed 1 {extra}"
     (run / "run.json").write_text(json.dumps({"command": command}))
     with open(run / "similarity.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -50,26 +51,37 @@ def _kish(n, w):
     return float(tokens.sum() ** 2 / (tokens * tokens).sum()) / len(tokens)
 
 
-def test_a_gramian_method_gets_its_weights_from_the_rebuilt_gram_matrix(tmp_path):
+@pytest.mark.parametrize("method,extra,kwargs", [("upgrad", "", {}), ("nash_mtl", "--nash-mtl-update-every 1", {}),
+                                                 ("cagrad", "--cagrad-c 0.8", {"c": 0.8})])
+def test_a_gramian_method_gets_its_weights_from_the_rebuilt_gram_matrix(tmp_path, method, extra, kwargs):
     n = torch.tensor([300.0, 120.0, 30.0])
     updates = [(_rows(0), n, DIRECTIONS), (_rows(1)[:2], n[:2], DIRECTIONS[:2])]  # en-hi absent from the second
-    run = _run(tmp_path, "upgrad_t5_seed1", "upgrad", updates)
+    run = _run(tmp_path, f"{method}_t5_seed1", method, updates, extra=extra)
     shares, ratio, how = dw.run_shares(str(run))
-    combiner, groups = build_combiner("upgrad"), ParameterGroups(["model"], [[("w", torch.zeros(1))]])
+    # the method with the run's options (CAGrad's c from the command, not its default)
+    combiner, groups = build_combiner(method, **kwargs), ParameterGroups(["model"], [[("w", torch.zeros(1))]])
     expected, kish = {d: 0.0 for d in DIRECTIONS}, []
+    first = None
     for g, counts, directions in updates:  # the method's weights on the gradients' own Gram matrix
         w = combiner.weigh((g @ g.T)[None].float(), directions, groups, 0, ntokens=counts.float())[0].double()
+        first = first if first is not None else (w * counts / counts.sum()).tolist()
         for d, s in zip(directions, (w * counts / counts.sum()).tolist()):
             expected[d] += s / len(updates)  # absent from an update: 0 there
         kish.append(_kish(counts, w))
+        combiner.commit(torch.ones((), dtype=torch.bool))
     assert_near(torch.tensor([shares[d] for d in DIRECTIONS]), torch.tensor([expected[d] for d in DIRECTIONS]),
                 rel=1e-5)
-    assert abs(ratio - sum(kish) / 2) < 1e-5 and ratio < 0.95  # unequal per-token weights: fewer effective tokens
-    assert "upgrad whole_model" in how
+    assert abs(ratio - sum(kish) / 2) < 1e-5 and ratio < 0.999  # unequal per-token weights: fewer effective tokens
+    assert f"{method} whole_model" in how and "failed" not in how
     # (the two sides differ: the plain sum's shares of these updates are far from the method's)
     plain = {d: sum(float(c[i] / c.sum()) for g, c, ds in updates for i, x in enumerate(ds) if x == d) / 2
              for d in DIRECTIONS}
-    assert max(abs(expected[d] - plain[d]) for d in DIRECTIONS) > 0.05
+    assert max(abs(expected[d] - plain[d]) for d in DIRECTIONS) > 0.02
+    if kwargs:  # (and the run's option matters: the default's weights are others)
+        default = build_combiner(method)
+        g, counts, directions = updates[0]
+        w = default.weigh((g @ g.T)[None].float(), directions, groups, 0, ntokens=counts.float())[0].double()
+        assert max(abs(float(x) - shares_0) for x, shares_0 in zip(w * counts / counts.sum(), first)) > 1e-3
 
 
 def test_the_plain_sum_shares_are_token_counts_and_its_effective_tokens_are_n(tmp_path):
@@ -81,29 +93,51 @@ def test_the_plain_sum_shares_are_token_counts_and_its_effective_tokens_are_n(tm
     assert abs(ratio - 1.0) < 1e-12
 
 
-def test_famo_reads_the_applied_factors_and_the_logged_token_shares(tmp_path):
+def test_famo_reads_the_applied_factors_and_each_epochs_logged_token_shares(tmp_path):
+    """c applied (not the exact c), pi of the update's epoch: the log of a run killed in epoch 1
+    and resumed prints epoch 1's pi twice, then epoch 2's."""
     run = tmp_path / "famo_t5_seed2"
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"command": "fairseq-train data --gradient-combiner famo"}))
-    pi = {"en-fr": 0.6, "fr-en": 0.3, "en-hi": 0.1}
+    pi = {1: {"en-fr": 0.6, "fr-en": 0.3, "en-hi": 0.1}, 2: {"en-fr": 0.5, "fr-en": 0.3, "en-hi": 0.2}}
     c = {"en-fr": 0.2, "fr-en": 0.3, "en-hi": 0.5}
-    n = {"en-fr": 500, "fr-en": 350, "en-hi": 150}  # the update's tokens, N = 1000
+    n = {"en-fr": 500, "fr-en": 350, "en-hi": 150}  # each update's tokens, N = 1000
+    epoch_of = {100: 1, 300: 2}
     with open(run / "loss_weights.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["update", "direction", "weight", "exact", "effective", "loss"])
-        for d in DIRECTIONS:
-            w.writerow([100, d, c[d], c[d], c[d] * n[d] / (1000 * pi[d]), 5.0])
+        for update, epoch in epoch_of.items():
+            for d in DIRECTIONS:
+                w.writerow([update, d, c[d], 1 / 3, c[d] * n[d] / (1000 * pi[epoch][d]), 5.0])
+
+    def pi_line(epoch):
+        return ("x | INFO | fairseq_gradvac.tasks.multilingual_gradvac | famo: the epoch's target tokens by "
+                "direction (pi): " + ", ".join(f"{d} {100 * v:.1f}%" for d, v in pi[epoch].items()) + "\n")
     (run / "train.log").write_text(
-        "x | INFO | fairseq_gradvac.tasks.multilingual_gradvac | famo: the epoch's target tokens by direction (pi): "
-        "en-fr 60.0%, fr-en 30.0%, en-hi 10.0%\n"
-        "x | INFO | train_inner | epoch 001:    100 / 900 loss=5.0, num_updates=100, lr=0.001\n")
+        pi_line(1) + "x | INFO | fairseq.trainer | begin training epoch 1\n"
+        "x | INFO | train_inner | epoch 001:    100 / 200 loss=5.0, num_updates=100, lr=0.001\n"
+        + pi_line(1) + "x | INFO | fairseq.trainer | begin training epoch 1\n"  # resumed
+        "x | INFO | train_inner | epoch 001:    150 / 200 loss=5.0, num_updates=150, lr=0.001\n"
+        + pi_line(2) + "x | INFO | fairseq.trainer | begin training epoch 2\n"
+        "x | INFO | train_inner | epoch 002:    100 / 200 loss=5.0, num_updates=300, lr=0.001\n")
     shares, ratio, how = dw.run_shares(str(run))
-    assert_near(torch.tensor([shares[d] for d in DIRECTIONS]),
-                torch.tensor([c[d] * n[d] / (1000 * pi[d]) for d in DIRECTIONS]), rel=1e-12)
-    # every token of direction d weighs c_d / pi_d
-    expected = _kish([n[d] for d in DIRECTIONS], [c[d] / pi[d] for d in DIRECTIONS])
-    assert abs(ratio - expected) < 1e-9 and ratio < 0.9
+    expected = [sum(c[d] * n[d] / (1000 * pi[e][d]) for e in (1, 2)) / 2 for d in DIRECTIONS]
+    assert_near(torch.tensor([shares[d] for d in DIRECTIONS]), torch.tensor(expected), rel=1e-12)
+    # every token of direction d weighs c_d / pi_d of its update's epoch
+    kish = [_kish([n[d] for d in DIRECTIONS], [c[d] / pi[e][d] for d in DIRECTIONS]) for e in (1, 2)]
+    assert abs(ratio - sum(kish) / 2) < 1e-9 and abs(kish[0] - kish[1]) > 0.01 and ratio < 0.9
     assert "loss_weights.csv" in how
+
+
+def test_methods_whose_weights_the_logs_cannot_rebuild_are_left_out(tmp_path):
+    updates = [(_rows(0), torch.tensor([300.0, 120.0, 30.0]), DIRECTIONS)]
+    for name, combiner, extra in (("gradvac_whole_model_t5_seed1", "gradvac", ""),
+                                  ("nash_mtl_t5_seed1", "nash_mtl", "--nash-mtl-update-every 4"),
+                                  ("gradnorm_t5_seed1", "gradnorm", "")):
+        shares, ratio, why = dw.run_shares(str(_run(tmp_path, name, combiner, updates, extra=extra)))
+        assert shares is None and "state the logged updates do not hold" in why, name
+    empty = _run(tmp_path, "upgrad_t5_seed1", "upgrad", [])
+    assert dw.run_shares(str(empty))[2] == "upgrad: no whole-model record in similarity.csv"
 
 
 def test_the_report_lists_per_layer_rows_as_left_out_and_writes_its_files(tmp_path):
