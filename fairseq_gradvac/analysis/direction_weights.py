@@ -36,8 +36,8 @@ from collections import defaultdict
 import torch
 
 from ..combiners import ParameterGroups, combiner_class
+from ..evaluation import results_table as rt
 
-_RUN = re.compile(r"^(?P<row>.+)_seed(?P<seed>\d+)$")
 WHOLE = "model"  # similarity.csv's group of the whole model
 # Gramian methods whose weights on a logged update depend on that update alone
 REBUILT = ("upgrad", "dualproj", "cagrad", "imtl_g", "aligned_mtl", "fairgrad", "mgda", "nash_mtl")
@@ -169,14 +169,14 @@ def run_shares(run):
     combiner = None if name == "sum" else _combiner(name, argv, directions)
     groups = ParameterGroups([WHOLE], [[("model", torch.zeros(1))]])
     shares, effective, failed = [], [], 0
-    for update, directions, gram, n in updates:
+    for update, present, gram, n in updates:
         if combiner is None:
             w = torch.ones_like(n)
         else:  # the method's own weights on this update's Gram matrix, in the run's precision
-            w = combiner.weigh(gram[None].float(), directions, groups, update, ntokens=n.float())[0].double()
+            w = combiner.weigh(gram[None].float(), present, groups, update, ntokens=n.float())[0].double()
             failed += combiner.last_report.failed_solves or 0
             combiner.commit(torch.ones((), dtype=torch.bool))
-        shares.append(dict(zip(directions, (w * n / n.sum()).tolist())))
+        shares.append(dict(zip(present, (w * n / n.sum()).tolist())))
         # Kish's effective sample size of the update's per-token weights w_i / N, over N:
         # (sum_i n_i w_i)^2 / (N sum_i n_i w_i^2) = N / sum_i n_i w_i^2, 1 for the plain sum
         effective.append(float((w * n).sum() ** 2 / (n.sum() * (n * w * w).sum())))
@@ -195,19 +195,17 @@ def _mean(updates):
 def collect(runs_dir):
     """{row: {seed: {direction: share}}}, {row: {seed: effective-token ratio or None}},
     {row: {seed: how}}, {row: why left out}."""
-    rows, ess, how, left = defaultdict(dict), defaultdict(dict), {}, {}
+    rows, ess, how, left = defaultdict(dict), defaultdict(dict), defaultdict(dict), {}
     for name in sorted(os.listdir(runs_dir)):
-        m = _RUN.match(name)
-        run = os.path.join(runs_dir, name)
+        m, run = rt._RUN.match(name), os.path.join(runs_dir, name)  # (the study's run folders)
         if not m or not os.path.exists(os.path.join(run, "run.json")):
             continue
+        row, seed = f"{m['row']}_{m['sampling']}", int(m["seed"])
         shares, ratio, note = run_shares(run)
         if shares is None:
-            left[m["row"]] = note
+            left[row] = note
         else:
-            rows[m["row"]][int(m["seed"])] = shares
-            ess[m["row"]][int(m["seed"])] = ratio
-            how.setdefault(m["row"], {})[int(m["seed"])] = note
+            rows[row][seed], ess[row][seed], how[row][seed] = shares, ratio, note
     return rows, ess, how, left
 
 
@@ -221,7 +219,10 @@ def token_shares(runs_dir):
 
 
 def _mean_sd(values):
-    return f"{statistics.mean(values):.{2 if max(map(abs, values)) < 10 else 1}f} ±{statistics.stdev(values) if len(values) > 1 else 0.0:.{2 if max(map(abs, values)) < 10 else 1}f}"
+    """mean ±sd, to two decimals below 10 (ratios, small shares) and one above."""
+    digits = 2 if max(map(abs, values)) < 10 else 1
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ±{sd:.{digits}f}"
 
 
 def report(rows, ess, how, left, tokens):

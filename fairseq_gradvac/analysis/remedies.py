@@ -21,7 +21,6 @@ Writes OUT/remedies.csv (every test), OUT/remedies.md (the tables, as printed) a
 OUT/remedies.png (one panel per cell, BLEU; off-target in its own panel).
 """
 import argparse
-import os
 
 from ..evaluation import results_table as rt
 from .plotting import Report, fmt, pyplot
@@ -70,12 +69,9 @@ def seconds_per_update(runs_dir):
     for key, seeds in rt.run_folders(runs_dir).items():
         per_update = []
         for s in sorted(seeds):
-            log = os.path.join(seeds[s], "train.log")
-            if os.path.exists(log):
-                with open(log) as f:
-                    seconds, updates = rt.timed_updates(f.read())
-                if updates > 0:
-                    per_update.append(seconds / updates)
+            seconds, updates = rt.timed_run(seeds[s])
+            if updates > 0:
+                per_update.append(seconds / updates)
         if per_update:
             out[key] = per_update
     return out

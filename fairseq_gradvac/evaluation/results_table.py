@@ -630,16 +630,25 @@ def imbalance_differences(scores, levels, baseline, paper=None):
 _DONE = re.compile(r"done training in ([0-9.]+) seconds")
 
 
+def _train_logs(run):
+    """A run folder's train.log texts: its own and (bilingual) each per-direction model's."""
+    logs = [os.path.join(run, "train.log")] + sorted(glob.glob(os.path.join(run, "*", "train.log")))
+    for log in logs:
+        if os.path.exists(log):
+            with open(log, errors="replace") as f:
+                yield f.read()
+
+
 def training_seconds(run):
     """fairseq's "done training in" of a run folder, summed over its invocations and (bilingual)
     its per-direction models; a killed invocation's time is not in any log line."""
-    logs = [os.path.join(run, "train.log")] + sorted(glob.glob(os.path.join(run, "*", "train.log")))
-    total = 0.0
-    for log in logs:
-        if os.path.exists(log):
-            with open(log) as f:
-                total += sum(float(m[1]) for m in _DONE.finditer(f.read()))
-    return total
+    return sum(float(m[1]) for text in _train_logs(run) for m in _DONE.finditer(text))
+
+
+def timed_run(run):
+    """(seconds, updates) of timed_updates summed over a run folder's train.logs."""
+    timed = [timed_updates(text) for text in _train_logs(run)]
+    return sum(s for s, _ in timed), sum(u for _, u in timed)
 
 
 _START = re.compile(r"fairseq_cli\.train \| \{'_name'")  # an invocation's first line

@@ -87,18 +87,12 @@ def _commit():
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def updates_per_second(run, units):
+def updates_per_second(run):
     """Updates over seconds of the invocations that printed fairseq's "done training in" (a
     killed and resumed run's first invocation timed nothing, and its updates do not count)."""
-    from .results_table import timed_updates
+    from .results_table import timed_run
 
-    seconds = updates = 0.0
-    for unit in units:
-        log = os.path.join(run, unit, "train.log")
-        if os.path.exists(log):
-            with open(log, errors="replace") as f:
-                s, u = timed_updates(f.read())
-            seconds, updates = seconds + s, updates + u
+    seconds, updates = timed_run(run)
     return round(updates / seconds, 3) if seconds else None
 
 
@@ -128,7 +122,7 @@ def write_bundle(run, bundle, budget, half, references, row, seed, command=None,
     seconds = training_seconds(run)
     info = {"row": row, "seed": seed, "budget": budget, "half": half, "command": command,
             "commit": commit or _commit(), "training_seconds": round(seconds, 1),
-            "updates_per_second": updates_per_second(run, units)}
+            "updates_per_second": updates_per_second(run)}
     with open(os.path.join(tmp, "run.json"), "w") as f:  # last: its presence means a whole bundle
         json.dump(info, f, indent=2)
     shutil.rmtree(bundle, ignore_errors=True)

@@ -17,12 +17,12 @@ RESUMED = "\n".join([
 def test_the_rate_counts_the_timed_invocations_updates_only(tmp_path):
     (tmp_path / "train.log").write_text(KILLED + "\n" + RESUMED + "\n")
     # 800 updates (200 -> 1000) in 400 s, not the budget's 1000 over them
-    assert study_bundle.updates_per_second(str(tmp_path), [""]) == 2.0
+    assert study_bundle.updates_per_second(str(tmp_path)) == 2.0
 
 
 def test_a_bilingual_rows_models_add_up(tmp_path):
     for unit, text in (("en-fr", RESUMED), ("fr-en", RESUMED.replace("400.0", "200.0"))):
         (tmp_path / unit).mkdir()
         (tmp_path / unit / "train.log").write_text(text + "\n")
-    assert study_bundle.updates_per_second(str(tmp_path), ["en-fr", "fr-en"]) == round(1600 / 600, 3)
-    assert study_bundle.updates_per_second(str(tmp_path / "en-fr"), ["missing"]) is None
+    assert study_bundle.updates_per_second(str(tmp_path)) == round(1600 / 600, 3)
+    assert study_bundle.updates_per_second(str(tmp_path / "missing")) is None  # no log: no rate
