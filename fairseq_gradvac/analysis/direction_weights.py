@@ -127,9 +127,30 @@ def _combiner(name, argv, directions):
     return cls.from_args(known, directions)
 
 
+# per-run statistics: (csv name, markdown column, digits in the csv)
+STATS = (("effective_tokens_over_n", "effective tokens / N", 4), ("share_token_slope", "share ~ tokens^b: b", 3))
+
+
+def share_token_slope(updates):
+    """b of share ~ tokens^b within an update: the least-squares slope of log s_i on log n_i,
+    both centred per update, over the updates' directions with s_i > 0 (1 for the plain sum,
+    0 for a method that weighs every direction present alike)."""
+    xs, ys = [], []
+    for s, n in updates:
+        keep = s > 0
+        if int(keep.sum()) > 1:
+            x, y = n[keep].log(), s[keep].log()
+            xs.append(x - x.mean())
+            ys.append(y - y.mean())
+    if not xs:
+        return None
+    x, y = torch.cat(xs), torch.cat(ys)
+    return float((x * y).sum() / (x * x).sum())
+
+
 def run_shares(run):
-    """({direction: mean share over the logged updates}, the mean effective-token ratio or None,
-    how) or (None, None, why it is left out)."""
+    """({direction: mean share over the logged updates}, {STATS name: value or None}, how) or
+    (None, None, why it is left out)."""
     argv = command(run)
     opts = options(argv)
     name = opts.get("--gradient-combiner", "sum")
@@ -153,8 +174,9 @@ def run_shares(run):
                 effective = None  # (no pi logged for that epoch: no ratio)
                 break
             effective.append(sum(e.values()) ** 2 / sum(v * c[update][d] / shares[d] for d, v in e.items()))
-        ratio = statistics.mean(effective) if effective else None
-        return _mean(per_update.values()), ratio, f"{name}: loss_weights.csv, pi from train.log"
+        stats = {"effective_tokens_over_n": statistics.mean(effective) if effective else None,
+                 "share_token_slope": None}  # (the update's token counts are not in loss_weights.csv)
+        return _mean(per_update.values()), stats, f"{name}: loss_weights.csv, pi from train.log"
     similarity = os.path.join(run, "similarity.csv")
     if not os.path.exists(similarity):
         return None, None, f"{name}: no similarity.csv"
@@ -168,7 +190,7 @@ def run_shares(run):
     directions = sorted({d for _, ds, _, _ in updates for d in ds})
     combiner = None if name == "sum" else _combiner(name, argv, directions)
     groups = ParameterGroups([WHOLE], [[("model", torch.zeros(1))]])
-    shares, effective, failed = [], [], 0
+    shares, effective, pairs, failed = [], [], [], 0
     for update, present, gram, n in updates:
         if combiner is None:
             w = torch.ones_like(n)
@@ -177,13 +199,15 @@ def run_shares(run):
             failed += combiner.last_report.failed_solves or 0
             combiner.commit(torch.ones((), dtype=torch.bool))
         shares.append(dict(zip(present, (w * n / n.sum()).tolist())))
+        pairs.append((w * n / n.sum(), n))
         # Kish's effective sample size of the update's per-token weights w_i / N, over N:
         # (sum_i n_i w_i)^2 / (N sum_i n_i w_i^2) = N / sum_i n_i w_i^2, 1 for the plain sum
         effective.append(float((w * n).sum() ** 2 / (n.sum() * (n * w * w).sum())))
     how = ("sum: token counts" if combiner is None else
            f"{name} whole_model: weigh() on the recorded Gram matrices"
            + (f", {failed} failed solves (the method's fallback)" if failed else ""))
-    return _mean(shares), statistics.mean(effective), how
+    stats = {"effective_tokens_over_n": statistics.mean(effective), "share_token_slope": share_token_slope(pairs)}
+    return _mean(shares), stats, how
 
 
 def _mean(updates):
@@ -193,20 +217,20 @@ def _mean(updates):
 
 
 def collect(runs_dir):
-    """{row: {seed: {direction: share}}}, {row: {seed: effective-token ratio or None}},
+    """{row: {seed: {direction: share}}}, {row: {seed: {STATS name: value or None}}},
     {row: {seed: how}}, {row: why left out}."""
-    rows, ess, how, left = defaultdict(dict), defaultdict(dict), defaultdict(dict), {}
+    rows, stats, how, left = defaultdict(dict), defaultdict(dict), defaultdict(dict), {}
     for name in sorted(os.listdir(runs_dir)):
         m, run = rt._RUN.match(name), os.path.join(runs_dir, name)  # (the study's run folders)
         if not m or not os.path.exists(os.path.join(run, "run.json")):
             continue
         row, seed = f"{m['row']}_{m['sampling']}", int(m["seed"])
-        shares, ratio, note = run_shares(run)
+        shares, run_stats, note = run_shares(run)
         if shares is None:
             left[row] = note
         else:
-            rows[row][seed], ess[row][seed], how[row][seed] = shares, ratio, note
-    return rows, ess, how, left
+            rows[row][seed], stats[row][seed], how[row][seed] = shares, run_stats, note
+    return rows, stats, how, left
 
 
 def token_shares(runs_dir):
@@ -225,7 +249,7 @@ def _mean_sd(values):
     return f"{statistics.mean(values):.{digits}f} ±{sd:.{digits}f}"
 
 
-def report(rows, ess, how, left, tokens):
+def report(rows, stats, how, left, tokens):
     """(weights.md's text, weights.csv's rows)."""
     directions = sorted({d for seeds in rows.values() for s in seeds.values() for d in s},
                         key=lambda d: (not d.startswith("en-"), d))
@@ -236,19 +260,22 @@ def report(rows, ess, how, left, tokens):
             values = [100 * seeds[s].get(d, 0.0) for s in sorted(seeds)]
             cells.append(_mean_sd(values))
             table.append([row, d, "share_percent", len(values)] + [f"{v:.3f}" for v in values])
-        ratios = [ess[row][s] for s in sorted(seeds)]
-        if None not in ratios:
-            table.append([row, "", "effective_tokens_over_n", len(ratios)] + [f"{v:.4f}" for v in ratios])
-        lines.append([row, str(len(seeds))] + cells + ["n/a" if None in ratios else _mean_sd(ratios)])
-    md = ["Each direction's share of the update (%; mean over the logged updates, mean ±sd over seeds), "
-          "and the update's effective target tokens over its N (Kish: (sum_i n_i W_i)^2 / (N sum_i n_i W_i^2); the plain "
-          "sum's is 1; a loss weighting's shares, the factors its updates applied, sum to 1 only in expectation):",
-          "", "| row | seeds | " + " | ".join(directions) + " | effective tokens / N |",
-          "|---|---:|" + "---:|" * (len(directions) + 1)]
+        for name, _, digits in STATS:
+            values = [stats[row][s][name] for s in sorted(seeds)]
+            if None not in values:
+                table.append([row, "", name, len(values)] + [f"{v:.{digits}f}" for v in values])
+            cells.append("n/a" if None in values else _mean_sd(values))
+        lines.append([row, str(len(seeds))] + cells)
+    md = ["Each direction's share of the update (%; mean over the logged updates, mean ±sd over seeds); "
+          "the update's effective target tokens over its N (Kish: (sum_i n_i W_i)^2 / (N sum_i n_i W_i^2); the plain "
+          "sum's is 1; a loss weighting's shares, the factors its updates applied, sum to 1 only in expectation); "
+          "and b, how a direction's share grows with its tokens within an update (the plain sum's is 1):",
+          "", "| row | seeds | " + " | ".join(directions + [column for _, column, _ in STATS]) + " |",
+          "|---|---:|" + "---:|" * (len(directions) + len(STATS))]
     md += ["| " + " | ".join(line) + " |" for line in lines]
     for t, shares in sorted(tokens.items()):
         md.append(f"| (target tokens sampled at T={t}) | | "
-                  + " | ".join(f"{100 * shares.get(d, 0):.1f}" for d in directions) + " | |")
+                  + " | ".join(f"{100 * shares.get(d, 0):.1f}" for d in directions) + " |" + " |" * len(STATS))
     def said(notes):  # one note for the row, or each seed's where they differ
         return next(iter(notes.values())) if len(set(notes.values())) == 1 else \
             ", ".join(f"seed {s}: {n}" for s, n in sorted(notes.items()))
@@ -264,10 +291,10 @@ def main(argv=None):
     ap.add_argument("runs_dir")
     ap.add_argument("--out", required=True, help="folder for weights.csv and weights.md")
     a = ap.parse_args(argv)
-    rows, ess, how, left = collect(a.runs_dir)
+    rows, stats, how, left = collect(a.runs_dir)
     if not rows:
         raise SystemExit(f"no run with a share per direction under {a.runs_dir}")
-    text, table = report(rows, ess, how, left, token_shares(a.runs_dir))
+    text, table = report(rows, stats, how, left, token_shares(a.runs_dir))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "weights.md"), "w") as f:
         f.write(text)

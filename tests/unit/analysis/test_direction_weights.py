@@ -6,6 +6,7 @@ the pi the log printed, and per-layer rows left out."""
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,10 +58,11 @@ def test_a_gramian_method_gets_its_weights_from_the_rebuilt_gram_matrix(tmp_path
     n = torch.tensor([300.0, 120.0, 30.0])
     updates = [(_rows(0), n, DIRECTIONS), (_rows(1)[:2], n[:2], DIRECTIONS[:2])]  # en-hi absent from the second
     run = _run(tmp_path, f"{method}_t5_seed1", method, updates, extra=extra)
-    shares, ratio, how = dw.run_shares(str(run))
+    shares, stats, how = dw.run_shares(str(run))
+    ratio = stats["effective_tokens_over_n"]
     # the method with the run's options (CAGrad's c from the command, not its default)
     combiner, groups = build_combiner(method, **kwargs), ParameterGroups(["model"], [[("w", torch.zeros(1))]])
-    expected, kish = {d: 0.0 for d in DIRECTIONS}, []
+    expected, kish, logs = {d: 0.0 for d in DIRECTIONS}, [], []
     first = None
     for g, counts, directions in updates:  # the method's weights on the gradients' own Gram matrix
         w = combiner.weigh((g @ g.T)[None].float(), directions, groups, 0, ntokens=counts.float())[0].double()
@@ -68,11 +70,16 @@ def test_a_gramian_method_gets_its_weights_from_the_rebuilt_gram_matrix(tmp_path
         for d, s in zip(directions, (w * counts / counts.sum()).tolist()):
             expected[d] += s / len(updates)  # absent from an update: 0 there
         kish.append(_kish(counts, w))
+        logs.append((counts.log().numpy(), (w * counts / counts.sum()).log().numpy()))
         combiner.commit(torch.ones((), dtype=torch.bool))
     assert_near(torch.tensor([shares[d] for d in DIRECTIONS]), torch.tensor([expected[d] for d in DIRECTIONS]),
                 rel=1e-5)
     assert abs(ratio - sum(kish) / 2) < 1e-5 and ratio < 0.999  # unequal per-token weights: fewer effective tokens
     assert f"{method} whole_model" in how and "failed" not in how
+    # b: numpy's least-squares fit of the per-update centred log shares on the log tokens
+    x = np.concatenate([lx - lx.mean() for lx, _ in logs])
+    y = np.concatenate([ly - ly.mean() for _, ly in logs])
+    assert abs(stats["share_token_slope"] - np.polyfit(x, y, 1)[0]) < 1e-5
     # (the two sides differ: the plain sum's shares of these updates are far from the method's)
     plain = {d: sum(float(c[i] / c.sum()) for g, c, ds in updates for i, x in enumerate(ds) if x == d) / 2
              for d in DIRECTIONS}
@@ -87,10 +94,10 @@ def test_a_gramian_method_gets_its_weights_from_the_rebuilt_gram_matrix(tmp_path
 def test_the_plain_sum_shares_are_token_counts_and_its_effective_tokens_are_n(tmp_path):
     updates = [(_rows(0), torch.tensor([300.0, 120.0, 30.0]), DIRECTIONS),
                (_rows(1)[:2], torch.tensor([50.0, 150.0]), DIRECTIONS[:2])]
-    shares, ratio, _ = dw.run_shares(str(_run(tmp_path, "multilingual_t5_seed1", "sum", updates)))
+    shares, stats, _ = dw.run_shares(str(_run(tmp_path, "multilingual_t5_seed1", "sum", updates)))
     assert_near(torch.tensor([shares[d] for d in DIRECTIONS]),
                 torch.tensor([(300 / 450 + 50 / 200) / 2, (120 / 450 + 150 / 200) / 2, 30 / 450 / 2]), rel=1e-12)
-    assert abs(ratio - 1.0) < 1e-12
+    assert abs(stats["effective_tokens_over_n"] - 1.0) < 1e-12 and abs(stats["share_token_slope"] - 1.0) < 1e-12
 
 
 def test_famo_reads_the_applied_factors_and_each_epochs_logged_token_shares(tmp_path):
@@ -120,7 +127,9 @@ def test_famo_reads_the_applied_factors_and_each_epochs_logged_token_shares(tmp_
         "x | INFO | train_inner | epoch 001:    150 / 200 loss=5.0, num_updates=150, lr=0.001\n"
         + pi_line(2) + "x | INFO | fairseq.trainer | begin training epoch 2\n"
         "x | INFO | train_inner | epoch 002:    100 / 200 loss=5.0, num_updates=300, lr=0.001\n")
-    shares, ratio, how = dw.run_shares(str(run))
+    shares, stats, how = dw.run_shares(str(run))
+    ratio = stats["effective_tokens_over_n"]
+    assert stats["share_token_slope"] is None  # (no token counts in loss_weights.csv)
     expected = [sum(c[d] * n[d] / (1000 * pi[e][d]) for e in (1, 2)) / 2 for d in DIRECTIONS]
     assert_near(torch.tensor([shares[d] for d in DIRECTIONS]), torch.tensor(expected), rel=1e-12)
     # every token of direction d weighs c_d / pi_d of its update's epoch
@@ -134,7 +143,7 @@ def test_methods_whose_weights_the_logs_cannot_rebuild_are_left_out(tmp_path):
     for name, combiner, extra in (("gradvac_whole_model_t5_seed1", "gradvac", ""),
                                   ("nash_mtl_t5_seed1", "nash_mtl", "--nash-mtl-update-every 4"),
                                   ("gradnorm_t5_seed1", "gradnorm", "")):
-        shares, ratio, why = dw.run_shares(str(_run(tmp_path, name, combiner, updates, extra=extra)))
+        shares, stats, why = dw.run_shares(str(_run(tmp_path, name, combiner, updates, extra=extra)))
         assert shares is None and "state the logged updates do not hold" in why, name
     empty = _run(tmp_path, "upgrad_t5_seed1", "upgrad", [])
     assert dw.run_shares(str(empty))[2] == "upgrad: no whole-model record in similarity.csv"
@@ -148,8 +157,8 @@ def test_the_report_lists_per_layer_rows_as_left_out_and_writes_its_files(tmp_pa
     (tmp_path / "data.json").write_text(json.dumps({"token_shares": {"5": {"en-fr": 0.5, "fr-en": 0.3, "en-hi": 0.2}}}))
     dw.main([str(tmp_path), "--out", str(tmp_path / "weights")])
     text = (tmp_path / "weights" / "weights.md").read_text()
-    assert "| multilingual_t5 | 2 | 66.7 ±0.0 | 6.67 ±0.00 | 26.7 ±0.0 | 1.00 ±0.00 |" in text
-    assert "| (target tokens sampled at T=5) | | 50.0 | 20.0 | 30.0 | |" in text
+    assert "| multilingual_t5 | 2 | 66.7 ±0.0 | 6.67 ±0.00 | 26.7 ±0.0 | 1.00 ±0.00 | 1.00 ±0.00 |" in text
+    assert "| (target tokens sampled at T=5) | | 50.0 | 20.0 | 30.0 | | |" in text
     assert "gradvac_all_layer_t5 (gradvac all_layer: per-layer, no one share per direction)" in text
     with open(tmp_path / "weights" / "weights.csv") as f:
         rows = list(csv.DictReader(f))
