@@ -37,12 +37,7 @@ Per run (called by the task):
    worker: every worker computes the same ratios here) and has it draw that epoch again:
    fairseq's iterator has already called ``set_epoch`` for it with the old ratios, and
    ``set_epoch`` skips an epoch it has drawn.
-8. ``destroy_process_group_at_exit``: fairseq 0.12 never destroys its process group. A gloo
-   worker whose interpreter exits with gloo's threads still holding work can abort
-   ("terminate called without an active exception", exit -6) after a finished run; an
-   atexit handler destroys the group while the interpreter is still whole.
 """
-import atexit
 import logging
 
 from fairseq import checkpoint_utils
@@ -73,26 +68,6 @@ def resample(dataset, epoch: int, ratios, virtual_size) -> None:
     dataset.setup_sampling(ratios, virtual_size)
     dataset._cur_epoch = None  # set_epoch(epoch) draws again
     dataset.set_epoch(epoch)
-
-
-_destroy_registered = False
-
-
-def destroy_process_group_at_exit() -> bool:
-    """Change 8, once per process where torch.distributed is initialized; True if registered."""
-    import torch.distributed as dist
-
-    global _destroy_registered
-    if _destroy_registered or not (dist.is_available() and dist.is_initialized()):
-        return False
-
-    def destroy():
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-    atexit.register(destroy)
-    _destroy_registered = True
-    return True
 
 
 def combine_instead_of_all_reduce(model, combine) -> None:

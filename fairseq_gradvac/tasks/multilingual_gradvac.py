@@ -134,8 +134,6 @@ class MultilingualGradVacTask(TranslationMultiSimpleEpochTask):
         self.sampling_schedule = self._build_schedule(args) if training else None
         if training:
             logger.info(allocator.keep_freed_memory(getattr(args, "malloc_keep_mb", allocator.DEFAULT_MB)))
-            if fairseq_changes.destroy_process_group_at_exit():
-                logger.info("the process group is destroyed at exit (fairseq does not)")
         super().__init__(args, langs, dicts, training)
         self.combiner = self._build_combiner(args) if training else None
         self._updates_done = 0  # updates before the next epoch's sample (the schedule's clock)
